@@ -1,0 +1,184 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of one kdedup instance, as read from the
+// YAML file of DESIGN.md section 6.2, then the environment (KDEDUP_ + the
+// upper-cased field path), then command-line overrides.
+//
+// The zero value is not usable: call EnsureDefaults, then Validate. Load does
+// both.
+type Config struct {
+	// Brokers are the seed brokers, host:port. Default: empty, which starts
+	// the embedded Kafka-protocol broker on 127.0.0.1:9092 so that kdedup
+	// works on a machine with nothing else installed.
+	Brokers []string `yaml:"brokers"`
+	// Group is the consumer group id and the prefix of the transactional id
+	// (<group>-<instance_id>). Default: "kdedup".
+	Group string `yaml:"group"`
+	// InstanceID names this instance uniquely within the group; it is the
+	// static group member id and the suffix of the transactional id, so it
+	// must stay the same across restarts of the same instance. Default: the
+	// host name.
+	InstanceID string `yaml:"instance_id"`
+	// StateDir holds the Pebble state (and the embedded broker's data).
+	// Default: "./data".
+	StateDir string `yaml:"state_dir"`
+	// AuditTopic receives every record that is not first-seen, with dedup.*
+	// headers. Default: "dedup.audit".
+	AuditTopic string `yaml:"audit_topic"`
+	// ChangelogTopic receives every state change, for handover between
+	// instances. Default: "<group>.changelog".
+	ChangelogTopic string `yaml:"changelog_topic"`
+	// Guarantee is exactly_once (Kafka transactions) or at_least_once.
+	// Default: exactly_once.
+	Guarantee string `yaml:"guarantee"`
+	// CommitInterval is how long one transaction collects records before it
+	// commits. Default: 100ms.
+	CommitInterval Duration `yaml:"commit_interval"`
+	// AdminAddr is the listen address of /metrics, /healthz, /readyz and the
+	// admin API. Default: empty, which disables it (several instances often
+	// share one host, and a fixed default port would collide).
+	AdminAddr string `yaml:"admin_addr"`
+	// State tunes the Pebble store.
+	State StateOptions `yaml:"state"`
+	// Streams are the deduplicated streams; at least one is required.
+	Streams []Stream `yaml:"streams"`
+}
+
+// StateOptions size the Pebble store. Both are shared by every partition of
+// the instance.
+type StateOptions struct {
+	// CacheSize is the block cache size. Default: 64MiB.
+	CacheSize ByteSize `yaml:"cache_size"`
+	// MemtableSize is the size of one memtable. Default: 16MiB.
+	MemtableSize ByteSize `yaml:"memtable_size"`
+}
+
+// Stream is one input topic deduplicated into one output topic.
+type Stream struct {
+	// Name names the stream in audit records (dedup.stream) and is part of
+	// every key's namespace. Required, unique.
+	Name string `yaml:"name"`
+	// Input is the topic read. Required, unique across streams.
+	Input string `yaml:"input"`
+	// Output receives the first-seen records. Default: "<input>.deduped".
+	Output string `yaml:"output"`
+	// TTL is how long a key stays live after it is first seen, in event time
+	// (record timestamps). Required, > 0.
+	TTL Duration `yaml:"ttl"`
+	// TTLMode is fixed (the window runs from the first-seen record) or
+	// refresh (every duplicate restarts the window). Default: fixed.
+	TTLMode string `yaml:"ttl_mode"`
+	// Lateness is how far behind the newest event time of its partition a
+	// record may be and still be decided exactly by its key's window. A key
+	// is kept until the partition's event time passes its expiry by
+	// Lateness; after that it is retired and garbage collected. Default: the
+	// stream's TTL.
+	Lateness Duration `yaml:"lateness"`
+	// Key lists the key sources, tried in order; the first that yields a
+	// non-empty key wins. At least one is required.
+	Key []KeySource `yaml:"key"`
+	// Scope lists the parts that namespace the key, each header:NAME or
+	// json:PATH. A missing part counts as the empty string. Default: none.
+	Scope []ScopePart `yaml:"scope"`
+	// KeyMaxLength rejects longer keys (bytes) as invalid_key. Default: 0, no
+	// limit.
+	KeyMaxLength int `yaml:"key_max_length"`
+	// KeyFormat is any or uuid (8-4-4-4-12 hex digits). Default: any.
+	KeyFormat string `yaml:"key_format"`
+	// Compare lists the JSON fields (dotted paths) whose values tell a
+	// conflict from a duplicate. Default: empty, which compares the whole
+	// value's bytes.
+	Compare []string `yaml:"compare"`
+}
+
+// Values of Config.Guarantee, Stream.TTLMode and Stream.KeyFormat.
+const (
+	ExactlyOnce   = "exactly_once"
+	AtLeastOnce   = "at_least_once"
+	TTLFixed      = "fixed"
+	TTLRefresh    = "refresh"
+	KeyFormatAny  = "any"
+	KeyFormatUUID = "uuid"
+)
+
+// KeySource is one way to find a record's idempotency key. Exactly one of
+// its fields is set.
+type KeySource struct {
+	// Header takes the key from the header of this name (exact match; the
+	// last occurrence counts).
+	Header string `yaml:"header"`
+	// JSON takes the key from this dotted path into the JSON value.
+	JSON string `yaml:"json"`
+	// Fingerprint derives the key from the value: a hash of the listed JSON
+	// fields, or of the whole value when written as `fingerprint: value`.
+	Fingerprint *Fingerprint `yaml:"fingerprint"`
+}
+
+// Fingerprint is a key derived from the record's value. In YAML it is either
+// a list of dotted JSON paths or the string "value".
+type Fingerprint struct {
+	// Whole is true for `fingerprint: value`: the hash of the value's bytes.
+	Whole bool
+	// Fields are the dotted JSON paths hashed otherwise.
+	Fields []string
+}
+
+// ScopePart is one part of a key's namespace: a header or a JSON path. In
+// YAML it is written "header:NAME" or "json:PATH".
+type ScopePart struct {
+	// Header is the header name, when the part is header:NAME.
+	Header string
+	// JSON is the dotted path, when the part is json:PATH.
+	JSON string
+}
+
+// String returns the part as written in YAML.
+func (p ScopePart) String() string {
+	if p.JSON != "" {
+		return "json:" + p.JSON
+	}
+	return "header:" + p.Header
+}
+
+// UnmarshalText parses "header:NAME" or "json:PATH".
+func (p *ScopePart) UnmarshalText(b []byte) error {
+	s := string(b)
+	switch {
+	case strings.HasPrefix(s, "header:") && len(s) > len("header:"):
+		*p = ScopePart{Header: s[len("header:"):]}
+	case strings.HasPrefix(s, "json:") && len(s) > len("json:"):
+		*p = ScopePart{JSON: s[len("json:"):]}
+	default:
+		return fmt.Errorf("want header:NAME or json:PATH, got %q", s)
+	}
+	return nil
+}
+
+// MarshalText writes the part as in YAML.
+func (p ScopePart) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// Duration is a time.Duration written as Go writes durations ("1h30m").
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", string(b))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as Go does.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// ByteSize is a size in bytes, written as a plain number or with a unit
+// (KB, MB, GB: powers of 1000; KiB, MiB, GiB: powers of 1024).
+type ByteSize int64
