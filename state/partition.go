@@ -1,0 +1,299 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/kdedup/kdedup/dedup"
+)
+
+// Partition is the open keyspace of one input topic-partition.
+//
+// It is used by one goroutine at a time (the partition's processing loop):
+// reads, batches and garbage collection are not synchronised with each
+// other. Its stamp in memory is the committed one; a Batch holds the
+// changes of one transaction until Commit.
+type Partition struct {
+	store     *Store
+	db        *pebble.DB
+	topic     string
+	partition int32
+	prefix    []byte
+	lateness  int64 // ms
+	stamp     Stamp
+	closed    bool
+	key       []byte // scratch for point lookups
+}
+
+// Topic returns the keyspace's topic.
+func (p *Partition) Topic() string { return p.topic }
+
+// Number returns the keyspace's partition number.
+func (p *Partition) Number() int32 { return p.partition }
+
+// Stamp returns the offsets the committed state reflects.
+func (p *Partition) Stamp() Stamp { return p.stamp }
+
+// Close closes the keyspace; its data stays on disk.
+func (p *Partition) Close() {
+	p.store.mu.Lock()
+	defer p.store.mu.Unlock()
+	if !p.closed {
+		p.closed = true
+		delete(p.store.open, string(p.prefix))
+	}
+}
+
+func (p *Partition) check() error {
+	if p.closed {
+		return fmt.Errorf("state for %s/%d: %w", p.topic, p.partition, ErrClosed)
+	}
+	return nil
+}
+
+func (p *Partition) readStamp() (Stamp, error) {
+	v, closer, err := p.db.Get(stampKey(p.prefix))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Stamp{EventTime: math.MinInt64}, nil
+	}
+	if err != nil {
+		return Stamp{}, fmt.Errorf("reading stamp: %w", err)
+	}
+	defer closer.Close()
+	return decodeStamp(v)
+}
+
+// Get returns the committed entry of h, retired or not.
+func (p *Partition) Get(h dedup.Hash) (dedup.Entry, bool, error) {
+	if err := p.check(); err != nil {
+		return dedup.Entry{}, false, err
+	}
+	p.key = appendEntryKey(p.key[:0], p.prefix, h)
+	v, closer, err := p.db.Get(p.key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return dedup.Entry{}, false, nil
+	}
+	if err != nil {
+		return dedup.Entry{}, false, fmt.Errorf("reading state of %s/%d: %w", p.topic, p.partition, err)
+	}
+	e, err := decodeEntry(v, p.topic, p.partition)
+	closer.Close()
+	if err != nil {
+		return dedup.Entry{}, false, fmt.Errorf("reading state of %s/%d: key %x: %w", p.topic, p.partition, h, err)
+	}
+	return e, true, nil
+}
+
+// NewBatch starts the changes of one transaction. It implements
+// dedup.State: reads see the batch's own Puts first, then the committed
+// state.
+func (p *Partition) NewBatch() *Batch {
+	return &Batch{p: p, puts: map[dedup.Hash]put{}, eventTime: p.stamp.EventTime}
+}
+
+type put struct {
+	e       dedup.Entry
+	existed bool // the key was stored before the batch
+}
+
+// Batch collects a transaction's key changes in memory. Nothing reaches
+// Pebble before Commit, so a transaction that aborts leaves no trace:
+// Discard, or just drop the batch.
+type Batch struct {
+	p         *Partition
+	puts      map[dedup.Hash]put
+	eventTime int64
+	lastGet   dedup.Hash
+	lastHit   bool
+	done      bool
+}
+
+var _ dedup.State = (*Batch)(nil)
+
+// Get returns h's entry as the batch sees it.
+func (b *Batch) Get(h dedup.Hash) (dedup.Entry, bool, error) {
+	if b.done {
+		return dedup.Entry{}, false, ErrBatchDone
+	}
+	if pu, ok := b.puts[h]; ok {
+		return pu.e, true, nil
+	}
+	e, ok, err := b.p.Get(h)
+	b.lastGet, b.lastHit = h, ok
+	return e, ok, err
+}
+
+// Put stores e for h in the batch.
+func (b *Batch) Put(h dedup.Hash, e dedup.Entry) error {
+	if b.done {
+		return ErrBatchDone
+	}
+	pu, ok := b.puts[h]
+	if !ok {
+		if b.lastGet == h {
+			pu.existed = b.lastHit
+		} else {
+			_, found, err := b.p.Get(h)
+			if err != nil {
+				return err
+			}
+			pu.existed = found
+		}
+	}
+	pu.e = e
+	b.puts[h] = pu
+	return nil
+}
+
+// EventTime returns the partition's watermark as of the batch.
+func (b *Batch) EventTime() int64 { return b.eventTime }
+
+// SetEventTime moves the watermark.
+func (b *Batch) SetEventTime(ms int64) { b.eventTime = ms }
+
+// Len returns the number of keys the batch changes.
+func (b *Batch) Len() int { return len(b.puts) }
+
+// Each calls fn for every key the batch changes, in no particular order.
+func (b *Batch) Each(fn func(h dedup.Hash, e dedup.Entry)) {
+	for h, pu := range b.puts {
+		fn(h, pu.e)
+	}
+}
+
+// Discard drops the batch's changes.
+func (b *Batch) Discard() { b.done = true }
+
+// Commit writes the batch's changes and the new stamp (input: the next
+// input offset; changelog: the next changelog offset) in one atomic Pebble
+// batch, without waiting for fsync (see Store).
+func (b *Batch) Commit(input, changelog int64) error {
+	if b.done {
+		return ErrBatchDone
+	}
+	b.done = true
+	p := b.p
+	if err := p.check(); err != nil {
+		return err
+	}
+	st := p.stamp
+	st.Input, st.Changelog = input, changelog
+	st.EventTime = max(st.EventTime, b.eventTime)
+	wb := p.db.NewBatch()
+	defer wb.Close()
+	var k, v []byte
+	for h, pu := range b.puts {
+		if !pu.existed {
+			st.Keys++
+		}
+		k = appendEntryKey(k[:0], p.prefix, h)
+		v = appendEntry(v[:0], &pu.e, p.topic, p.partition)
+		if err := wb.Set(k, v, nil); err != nil {
+			return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+		}
+		k = appendRetireKey(k[:0], p.prefix, addSat(pu.e.Expiry, p.lateness), h)
+		if err := wb.Set(k, nil, nil); err != nil {
+			return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+		}
+	}
+	if err := wb.Set(stampKey(p.prefix), appendStamp(nil, st), nil); err != nil {
+		return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+	}
+	if err := p.db.Apply(wb, pebble.NoSync); err != nil {
+		return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+	}
+	p.stamp = st
+	return nil
+}
+
+// Collect deletes up to limit retired keys: those whose expiry + lateness
+// is at or below the committed watermark. It reads the retirement index
+// from its start, so its cost is O(retired keys), never a scan of live
+// ones. deleted, if not nil, is called with each deleted key. more reports
+// that retired keys remain (limit was reached).
+//
+// Collecting changes no decision (retired keys decide as absent), so it
+// may run between any two batches; never while a Batch of the partition is
+// open, whose Puts were checked against the keys stored before.
+func (p *Partition) Collect(limit int, deleted func(dedup.Hash)) (n int, more bool, err error) {
+	if err := p.check(); err != nil {
+		return 0, false, err
+	}
+	wm := p.stamp.EventTime
+	if wm == math.MinInt64 {
+		return 0, false, nil
+	}
+	lower := append(append([]byte(nil), p.prefix...), kindRetire)
+	var h dedup.Hash
+	upper := appendRetireKey(nil, p.prefix, wm, h) // hash 0: below every key retiring at wm...
+	upper = prefixEnd(upper[:len(upper)-len(h)])   // ...so end after every key of time wm instead
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
+	}
+	defer it.Close()
+	wb := p.db.NewBatch()
+	defer wb.Close()
+	st := p.stamp
+	var last, k []byte
+	seen := 0
+	gone := map[dedup.Hash]struct{}{} // a key indexed twice (replaced, then retired again) is deleted once
+	for valid := it.First(); valid; valid = it.Next() {
+		if seen == limit {
+			more = true
+			break
+		}
+		seen++
+		key := it.Key()
+		copy(h[:], key[len(key)-len(h):])
+		last = append(last[:0], key...)
+		e, ok, err := p.Get(h)
+		if err != nil {
+			return 0, false, err
+		}
+		if _, dup := gone[h]; !ok || dup {
+			continue // replaced and already collected
+		}
+		if retire := addSat(e.Expiry, p.lateness); retire > wm {
+			// Replaced or refreshed since this index entry was written,
+			// or lateness grew: index it where it now retires.
+			k = appendRetireKey(k[:0], p.prefix, retire, h)
+			if err := wb.Set(k, nil, nil); err != nil {
+				return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
+			}
+			continue
+		}
+		k = appendEntryKey(k[:0], p.prefix, h)
+		if err := wb.Delete(k, nil); err != nil {
+			return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
+		}
+		gone[h] = struct{}{}
+		st.Keys--
+		n++
+		if deleted != nil {
+			deleted(h)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
+	}
+	if last == nil {
+		return 0, false, nil
+	}
+	// One range tombstone for the index entries read: later scans skip the
+	// whole span at once instead of stepping over a point tombstone each.
+	if err := wb.DeleteRange(lower, append(last, 0), nil); err != nil {
+		return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
+	}
+	if err := wb.Set(stampKey(p.prefix), appendStamp(nil, st), nil); err != nil {
+		return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
+	}
+	if err := p.db.Apply(wb, pebble.NoSync); err != nil {
+		return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
+	}
+	p.stamp = st
+	return n, more, nil
+}
