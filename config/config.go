@@ -1,9 +1,14 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Config is the whole configuration of one kdedup instance, as read from the
@@ -48,6 +53,13 @@ type Config struct {
 	State StateOptions `yaml:"state"`
 	// Streams are the deduplicated streams; at least one is required.
 	Streams []Stream `yaml:"streams"`
+
+	// Ignored lists, sorted, the names of the KDEDUP_ environment variables
+	// that Load saw but that name no field (for example a variable meant for
+	// another tool, or KDEDUP_STREAMS_3_TTL when there are only two streams),
+	// so that the caller can warn about them. It is never read from YAML.
+	// Default: empty.
+	Ignored []string `yaml:"-"`
 }
 
 // StateOptions size the Pebble store. Both are shared by every partition of
@@ -77,9 +89,9 @@ type Stream struct {
 	// Lateness is how far behind the newest event time of its partition a
 	// record may be and still be decided exactly by its key's window. A key
 	// is kept until the partition's event time passes its expiry by
-	// Lateness; after that it is retired and garbage collected. Default: the
-	// stream's TTL.
-	Lateness Duration `yaml:"lateness"`
+	// Lateness; after that it is retired and garbage collected. Default (nil,
+	// the field omitted): the stream's TTL; 0 is a valid setting.
+	Lateness *Duration `yaml:"lateness"`
 	// Key lists the key sources, tried in order; the first that yields a
 	// non-empty key wins. At least one is required.
 	Key []KeySource `yaml:"key"`
@@ -112,12 +124,12 @@ const (
 type KeySource struct {
 	// Header takes the key from the header of this name (exact match; the
 	// last occurrence counts).
-	Header string `yaml:"header"`
+	Header string `yaml:"header,omitempty"`
 	// JSON takes the key from this dotted path into the JSON value.
-	JSON string `yaml:"json"`
+	JSON string `yaml:"json,omitempty"`
 	// Fingerprint derives the key from the value: a hash of the listed JSON
 	// fields, or of the whole value when written as `fingerprint: value`.
-	Fingerprint *Fingerprint `yaml:"fingerprint"`
+	Fingerprint *Fingerprint `yaml:"fingerprint,omitempty"`
 }
 
 // Fingerprint is a key derived from the record's value. In YAML it is either
@@ -127,6 +139,31 @@ type Fingerprint struct {
 	Whole bool
 	// Fields are the dotted JSON paths hashed otherwise.
 	Fields []string
+}
+
+// MarshalYAML writes the fingerprint as in the configuration file: the
+// string "value" when Whole, the list of fields otherwise.
+func (f Fingerprint) MarshalYAML() (any, error) {
+	if f.Whole {
+		return "value", nil
+	}
+	if f.Fields == nil {
+		return []string{}, nil
+	}
+	return f.Fields, nil
+}
+
+// UnmarshalYAML reads the string "value" or a list of fields, for callers
+// that decode with yaml.Unmarshal rather than Load. It reports the first
+// problem only; Load reports them all, with their paths.
+func (f *Fingerprint) UnmarshalYAML(n *yaml.Node) error {
+	d := &decoder{}
+	fp := d.fingerprint(n, "fingerprint")
+	if len(d.problems) > 0 {
+		return errors.New(d.problems[0].String())
+	}
+	*f = *fp
+	return nil
 }
 
 // ScopePart is one part of a key's namespace: a header or a JSON path. In
@@ -179,6 +216,79 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText writes the duration as Go does.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
+// String writes the duration as Go does ("1h30m0s").
+func (d Duration) String() string { return time.Duration(d).String() }
+
 // ByteSize is a size in bytes, written as a plain number or with a unit
 // (KB, MB, GB: powers of 1000; KiB, MiB, GiB: powers of 1024).
 type ByteSize int64
+
+// byteUnits are the units of ByteSize, largest first.
+var byteUnits = []struct {
+	name string
+	size int64
+}{
+	{"TiB", 1 << 40}, {"TB", 1e12}, {"GiB", 1 << 30}, {"GB", 1e9},
+	{"MiB", 1 << 20}, {"MB", 1e6}, {"KiB", 1 << 10}, {"KB", 1e3},
+}
+
+// UnmarshalText parses a whole number of bytes, optionally followed by a unit
+// (B; KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024),
+// with or without a space between: "1048576", "500MB", "64MiB", "64 MiB".
+// Units are case-sensitive.
+func (s *ByteSize) UnmarshalText(b []byte) error {
+	text := string(b)
+	str := strings.TrimSpace(text)
+	i := 0
+	if i < len(str) && (str[i] == '-' || str[i] == '+') {
+		i++
+	}
+	digits := i
+	for i < len(str) && str[i] >= '0' && str[i] <= '9' {
+		i++
+	}
+	if i == digits {
+		return fmt.Errorf("invalid size %q (want e.g. 1048576, 500MB or 64MiB)", text)
+	}
+	n, err := strconv.ParseInt(str[:i], 10, 64)
+	if err != nil {
+		return fmt.Errorf("invalid size %q: too large", text)
+	}
+	unit := strings.TrimSpace(str[i:])
+	mult := int64(0)
+	switch unit {
+	case "", "B":
+		mult = 1
+	default:
+		for _, u := range byteUnits {
+			if u.name == unit {
+				mult = u.size
+			}
+		}
+	}
+	if mult == 0 {
+		return fmt.Errorf("invalid size %q: unknown unit %q (want B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)", text, unit)
+	}
+	if n > math.MaxInt64/mult || n < math.MinInt64/mult {
+		return fmt.Errorf("invalid size %q: too large", text)
+	}
+	*s = ByteSize(n * mult)
+	return nil
+}
+
+// MarshalText writes the size with the largest unit that divides it exactly
+// ("64MiB", "500MB"), or as plain bytes.
+func (s ByteSize) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// String writes the size as MarshalText does.
+func (s ByteSize) String() string {
+	n := int64(s)
+	if n != 0 {
+		for _, u := range byteUnits {
+			if n%u.size == 0 {
+				return strconv.FormatInt(n/u.size, 10) + u.name
+			}
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}

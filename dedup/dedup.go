@@ -184,8 +184,11 @@ func Compile(s config.Stream) (*Rules, error) {
 	r := &Rules{
 		name:     s.Name,
 		ttl:      time.Duration(s.TTL).Milliseconds(),
-		lateness: time.Duration(s.Lateness).Milliseconds(),
+		lateness: time.Duration(s.TTL).Milliseconds(),
 		maxLen:   s.KeyMaxLength,
+	}
+	if s.Lateness != nil {
+		r.lateness = time.Duration(*s.Lateness).Milliseconds()
 	}
 	var errs []error
 	switch s.TTLMode {
@@ -281,6 +284,10 @@ func Compile(s config.Stream) (*Rules, error) {
 
 // Name returns the stream's name.
 func (r *Rules) Name() string { return r.name }
+
+// Lateness returns how long past its expiry, in the partition's event time,
+// a key is kept: the state store indexes retirement by it.
+func (r *Rules) Lateness() time.Duration { return time.Duration(r.lateness) * time.Millisecond }
 
 // Engine decides the records of one stream. It is not safe for concurrent
 // use: it reuses its buffers from record to record, which is what keeps a

@@ -41,7 +41,7 @@ func stream(mod func(*config.Stream)) config.Stream {
 		Name:     "push",
 		Input:    "push-events",
 		TTL:      config.Duration(time.Hour),
-		Lateness: config.Duration(time.Hour),
+		Lateness: durp(time.Hour),
 		Key:      []config.KeySource{{Header: "Idempotency-Key"}, {JSON: "data.resubmitCheckKey"}},
 		Scope:    []config.ScopePart{{Header: "tenant-id"}},
 	}
@@ -207,7 +207,7 @@ func TestDecide(t *testing.T) {
 			{0, hdr("Idempotency-Key", "a", "tenant-id", "t1", "trace", "1"), `v`, FirstSeen, "a", -1},
 			{1, hdr("trace", "2", "Idempotency-Key", "a", "tenant-id", "t1"), `v`, Duplicate, "a", 0},
 		}},
-		{"lateness: a key retires once the partition's event time passes expiry+lateness", stream(func(s *config.Stream) { s.Lateness = 0 }), []step{
+		{"lateness: a key retires once the partition's event time passes expiry+lateness", stream(func(s *config.Stream) { s.Lateness = durp(0) }), []step{
 			{0, idem("a"), `v`, FirstSeen, "a", -1},
 			{59 * min, idem("a"), `v`, Duplicate, "a", 0},
 			{hour, idem("b"), `v`, FirstSeen, "b", -1},
@@ -335,3 +335,5 @@ func TestReasonNames(t *testing.T) {
 		t.Errorf("reasons %q, want %q", got, want)
 	}
 }
+
+func durp(d time.Duration) *config.Duration { c := config.Duration(d); return &c }

@@ -1,7 +1,6 @@
 package state
 
 import (
-	"bytes"
 	"errors"
 	"math"
 	"testing"
@@ -53,19 +52,15 @@ func FuzzEntryCodec(f *testing.F) {
 			}
 			return
 		}
+		// Non-canonical input (an explicit topic equal to the keyspace's,
+		// over-long varints) re-encodes to other bytes, but to the same
+		// entry.
 		again := appendEntry(nil, &e, "t", 0)
-		e2, err := decodeEntry(again, "t", 0)
-		if err != nil || e2 != e {
+		if e2, err := decodeEntry(again, "t", 0); err != nil || e2 != e {
 			t.Fatalf("re-encoding %+v: %+v, %v", e, e2, err)
 		}
-		// Canonical encodings round-trip to the very bytes; others (an
-		// explicit topic equal to the keyspace's, non-minimal varints)
-		// still decode to the same entry.
-		if bytes.Equal(b, again) {
-			return
-		}
-		if _, err := decodeEntry(again, "t", 0); err != nil {
-			t.Fatal(err)
+		if len(again) > len(b) {
+			t.Fatalf("re-encoding %x grew it to %x", b, again)
 		}
 	})
 }

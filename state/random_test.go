@@ -165,7 +165,7 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 	cfg := config.Stream{
 		Name:         "push",
 		TTL:          config.Duration(10 * time.Minute),
-		Lateness:     config.Duration(20 * time.Minute),
+		Lateness:     durp(20 * time.Minute),
 		Key:          []config.KeySource{{Header: "Idempotency-Key"}, {JSON: "data.resubmitCheckKey"}},
 		Scope:        []config.ScopePart{{Header: "tenant-id"}},
 		KeyMaxLength: 32,
@@ -185,7 +185,7 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := s.OpenPartition("push-events", 0, time.Duration(cfg.Lateness))
+		p, err := s.OpenPartition("push-events", 0, time.Duration(*cfg.Lateness))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -274,3 +274,5 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 	}
 	t.Logf("seed %d refresh=%v: %v; %d keys collected, %d aborted batches replayed, %d reopenings, %d keys stored", seed, refresh, counts, collected, aborted, reopened, part.Stamp().Keys)
 }
+
+func durp(d time.Duration) *config.Duration { c := config.Duration(d); return &c }

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/kdedup/kdedup/config"
+	"github.com/kdedup/kdedup/dedup"
+)
+
+const usage = `kdedup: Kafka stream deduplication
+
+Usage:
+  kdedup check --config FILE [flags]   validate a configuration and print it with every default
+
+Flags of check: --config FILE, --set PATH=VALUE (repeatable), and one per
+top-level field: --brokers, --group, --instance-id, --state-dir,
+--audit-topic, --changelog-topic, --guarantee, --commit-interval,
+--admin-addr. Every field may also come from KDEDUP_<PATH> environment
+variables; flags override the environment, which overrides the file.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+// run executes one command and returns the process exit code: 0 on
+// success, 1 on a failure, 2 on a usage or configuration error.
+func run(args, env []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	switch args[0] {
+	case "check":
+		return check(args[1:], env, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "kdedup: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+// loadConfig parses the configuration flags of a command and loads the
+// configuration, printing what is wrong with it.
+func loadConfig(name string, args, env []string, stderr io.Writer) (*config.Config, bool) {
+	fs := flag.NewFlagSet("kdedup "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	flags := config.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kdedup %s: unexpected argument %q\n", name, fs.Arg(0))
+		return nil, false
+	}
+	cfg, err := config.Load(flags.Options(env))
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			fmt.Fprintf(stderr, "kdedup: invalid configuration:\n  %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		} else {
+			fmt.Fprintf(stderr, "kdedup: %v\n", err)
+		}
+		return nil, false
+	}
+	for _, v := range cfg.Ignored {
+		fmt.Fprintf(stderr, "kdedup: warning: environment variable %s names no configuration field; ignored\n", v)
+	}
+	return cfg, true
+}
+
+// check validates the configuration, compiles every stream's rules and
+// prints the effective configuration.
+func check(args, env []string, stdout, stderr io.Writer) int {
+	cfg, ok := loadConfig("check", args, env, stderr)
+	if !ok {
+		return 2
+	}
+	for i, s := range cfg.Streams {
+		if _, err := dedup.Compile(s); err != nil {
+			fmt.Fprintf(stderr, "kdedup: streams[%d]: %v\n", i, err)
+			return 2
+		}
+	}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "kdedup: printing the configuration: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "# configuration valid; every default filled in\n%s", out)
+	return 0
+}
