@@ -1,0 +1,142 @@
+package producer
+
+import (
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kdedup/kdedup/dedup"
+)
+
+// Audit header names (DESIGN.md 6.4).
+const (
+	HeaderReason  = "dedup.reason"
+	HeaderStream  = "dedup.stream"
+	HeaderKey     = "dedup.key"
+	HeaderSource  = "dedup.source"
+	HeaderFirst   = "dedup.first"
+	HeaderFirstTS = "dedup.first_ts"
+	// HeaderValueDropped is set, to the value's size in bytes, on an audit
+	// record whose value the audit topic refused as too large: the record
+	// is audited without its value rather than lost.
+	HeaderValueDropped = "dedup.value_dropped"
+	// HeaderRefused is set, to the refusing topic, on an audit record of a
+	// first-seen record its output topic refused (too large).
+	HeaderRefused = "dedup.refused_by"
+)
+
+// Output returns the output record for in: the same key, value, headers
+// and timestamp, partitioned as the package doc says. partitions is the
+// output topic's partition count, inputPartitions the input's.
+func Output(in *kgo.Record, topic string, partitions, inputPartitions int32) *kgo.Record {
+	return &kgo.Record{
+		Topic:     topic,
+		Partition: OutputPartition(in, partitions, inputPartitions),
+		Key:       in.Key,
+		Value:     in.Value,
+		Headers:   in.Headers,
+		Timestamp: in.Timestamp,
+	}
+}
+
+// OutputPartition returns the partition of in's output record.
+func OutputPartition(in *kgo.Record, partitions, inputPartitions int32) int32 {
+	if partitions == inputPartitions || partitions <= 0 {
+		return in.Partition
+	}
+	if in.Key == nil {
+		// Kafka would spread keyless records; a fixed choice keeps the
+		// input partition's order.
+		return in.Partition % partitions
+	}
+	return int32(murmur2(in.Key)&0x7fffffff) % partitions
+}
+
+// Audit returns the audit record for in, decided d in stream: in's key,
+// value, headers and timestamp, plus the dedup.* headers.
+func Audit(in *kgo.Record, topic string, partitions int32, stream string, d *dedup.Decision) *kgo.Record {
+	hs := make([]kgo.RecordHeader, len(in.Headers), len(in.Headers)+6)
+	copy(hs, in.Headers)
+	hs = append(hs,
+		kgo.RecordHeader{Key: HeaderReason, Value: []byte(d.Reason.String())},
+		kgo.RecordHeader{Key: HeaderStream, Value: []byte(stream)},
+	)
+	if d.Key != nil {
+		hs = append(hs, kgo.RecordHeader{Key: HeaderKey, Value: append([]byte(nil), d.Key...)})
+	}
+	hs = append(hs, kgo.RecordHeader{Key: HeaderSource, Value: coordinates(in.Topic, in.Partition, in.Offset)})
+	if d.Reason == dedup.Duplicate || d.Reason == dedup.Conflict {
+		hs = append(hs,
+			kgo.RecordHeader{Key: HeaderFirst, Value: coordinates(d.Entry.Topic, d.Entry.Partition, d.Entry.Offset)},
+			kgo.RecordHeader{Key: HeaderFirstTS, Value: strconv.AppendInt(nil, d.Entry.FirstSeen, 10)},
+		)
+	}
+	p := in.Partition
+	if partitions > 0 {
+		p %= partitions
+	}
+	return &kgo.Record{
+		Topic:     topic,
+		Partition: p,
+		Key:       in.Key,
+		Value:     in.Value,
+		Headers:   hs,
+		Timestamp: in.Timestamp,
+	}
+}
+
+// WithoutValue returns a copy of audit record r with its value dropped and
+// the HeaderValueDropped header set: what is audited when the audit topic
+// refuses the full record.
+func WithoutValue(r *kgo.Record) *kgo.Record {
+	c := *r
+	c.Value = nil
+	c.Headers = append(append([]kgo.RecordHeader(nil), r.Headers...),
+		kgo.RecordHeader{Key: HeaderValueDropped, Value: strconv.AppendInt(nil, int64(len(r.Value)), 10)})
+	return &c
+}
+
+func coordinates(topic string, partition int32, offset int64) []byte {
+	b := make([]byte, 0, len(topic)+24)
+	b = append(b, topic...)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(partition), 10)
+	b = append(b, '/')
+	return strconv.AppendInt(b, offset, 10)
+}
+
+// murmur2 is Kafka's murmur2 (org.apache.kafka.common.utils.Utils), seed
+// 0x9747b28c, as its default partitioner uses it.
+func murmur2(data []byte) uint32 {
+	const (
+		seed uint32 = 0x9747b28c
+		m    uint32 = 0x5bd1e995
+		r           = 24
+	)
+	n := len(data)
+	h := seed ^ uint32(n)
+	for i := 0; i+4 <= n; i += 4 {
+		k := uint32(data[i]) | uint32(data[i+1])<<8 | uint32(data[i+2])<<16 | uint32(data[i+3])<<24
+		k *= m
+		k ^= k >> r
+		k *= m
+		h *= m
+		h ^= k
+	}
+	tail := data[n&^3:]
+	switch len(tail) {
+	case 3:
+		h ^= uint32(tail[2]) << 16
+		fallthrough
+	case 2:
+		h ^= uint32(tail[1]) << 8
+		fallthrough
+	case 1:
+		h ^= uint32(tail[0])
+		h *= m
+	}
+	h ^= h >> 13
+	h *= m
+	h ^= h >> 15
+	return h
+}

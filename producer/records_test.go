@@ -1,0 +1,102 @@
+package producer
+
+import (
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kdedup/kdedup/dedup"
+)
+
+// Kafka's own test vectors (clients UtilsTest.testMurmur2).
+func TestMurmur2(t *testing.T) {
+	for in, want := range map[string]int32{
+		"21":                         -973932308,
+		"foobar":                     -790332482,
+		"a-little-bit-long-string":   -985981536,
+		"a-little-bit-longer-string": -1486304829,
+		"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+		"abc": 479470107,
+	} {
+		if got := int32(murmur2([]byte(in))); got != want {
+			t.Errorf("murmur2(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+func header(r *kgo.Record, k string) (string, int) {
+	var v string
+	n := 0
+	for _, h := range r.Headers {
+		if h.Key == k {
+			v = string(h.Value)
+			n++
+		}
+	}
+	return v, n
+}
+
+func TestAudit(t *testing.T) {
+	in := &kgo.Record{Topic: "push-events", Partition: 5, Offset: 42, Key: []byte("k"), Value: []byte("v"), Timestamp: kgo.Record{}.Timestamp,
+		Headers: []kgo.RecordHeader{{Key: "Idempotency-Key", Value: []byte("abc")}}}
+	cases := []struct {
+		d      dedup.Decision
+		want   map[string]string
+		absent []string
+	}{
+		{dedup.Decision{Reason: dedup.Duplicate, Key: []byte("abc"), Entry: dedup.Entry{Topic: "push-events", Partition: 5, Offset: 7, FirstSeen: 1700000000123}},
+			map[string]string{HeaderReason: "duplicate", HeaderStream: "push", HeaderKey: "abc", HeaderSource: "push-events/5/42", HeaderFirst: "push-events/5/7", HeaderFirstTS: "1700000000123"}, nil},
+		{dedup.Decision{Reason: dedup.Conflict, Key: []byte("abc"), Entry: dedup.Entry{Topic: "push-events", Partition: 5, Offset: 9, FirstSeen: -1}},
+			map[string]string{HeaderReason: "conflict", HeaderFirst: "push-events/5/9", HeaderFirstTS: "-1"}, nil},
+		{dedup.Decision{Reason: dedup.MissingKey},
+			map[string]string{HeaderReason: "missing_key", HeaderSource: "push-events/5/42"}, []string{HeaderKey, HeaderFirst, HeaderFirstTS}},
+		{dedup.Decision{Reason: dedup.InvalidKey, Key: []byte("a-very-long-key")},
+			map[string]string{HeaderReason: "invalid_key", HeaderKey: "a-very-long-key"}, []string{HeaderFirst}},
+		{dedup.Decision{Reason: dedup.Malformed},
+			map[string]string{HeaderReason: "malformed"}, []string{HeaderKey}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.d.Reason.String(), func(t *testing.T) {
+			r := Audit(in, "dedup.audit", 3, "push", &tc.d)
+			if r.Topic != "dedup.audit" || r.Partition != 2 || string(r.Key) != "k" || string(r.Value) != "v" || r.Timestamp != in.Timestamp {
+				t.Fatalf("audit record %+v", r)
+			}
+			if v, n := header(r, "Idempotency-Key"); v != "abc" || n != 1 || r.Headers[0].Key != "Idempotency-Key" {
+				t.Errorf("input headers not kept first and unchanged: %v", r.Headers)
+			}
+			for k, want := range tc.want {
+				if got, n := header(r, k); got != want || n != 1 {
+					t.Errorf("%s = %q (%d times), want %q", k, got, n, want)
+				}
+			}
+			for _, k := range tc.absent {
+				if _, n := header(r, k); n != 0 {
+					t.Errorf("%s present", k)
+				}
+			}
+		})
+	}
+	if len(in.Headers) != 1 {
+		t.Fatal("Audit changed the input's headers")
+	}
+}
+
+func TestOutputPartition(t *testing.T) {
+	in := &kgo.Record{Partition: 5, Key: []byte("foobar")}
+	if p := OutputPartition(in, 8, 8); p != 5 {
+		t.Errorf("same count: partition %d, want 5", p)
+	}
+	// Kafka: toPositive(murmur2("foobar")) % 3.
+	foobar := int32(-790332482)
+	if p, want := OutputPartition(in, 3, 8), (foobar&0x7fffffff)%3; p != want {
+		t.Errorf("by key: partition %d, want %d", p, want)
+	}
+	in.Key = nil
+	if p := OutputPartition(in, 3, 8); p != 2 {
+		t.Errorf("no key: partition %d, want 5 mod 3", p)
+	}
+	out := Output(&kgo.Record{Topic: "a", Partition: 1, Key: []byte("k"), Value: []byte("v"), Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("x")}}}, "b", 4, 4)
+	if out.Topic != "b" || out.Partition != 1 || string(out.Value) != "v" || len(out.Headers) != 1 {
+		t.Errorf("output %+v", out)
+	}
+}
