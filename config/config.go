@@ -49,6 +49,9 @@ type Config struct {
 	// admin API. Default: empty, which disables it (several instances often
 	// share one host, and a fixed default port would collide).
 	AdminAddr string `yaml:"admin_addr"`
+	// LogLevel is the least severe level logged: debug, info, warn or
+	// error. Default: info.
+	LogLevel string `yaml:"log_level"`
 	// State tunes the Pebble store.
 	State StateOptions `yaml:"state"`
 	// Streams are the deduplicated streams; at least one is required.

@@ -129,6 +129,7 @@ func TestGoodFiles(t *testing.T) {
 			Guarantee:      ExactlyOnce,
 			CommitInterval: Duration(100 * time.Millisecond),
 			AdminAddr:      "127.0.0.1:8080",
+			LogLevel:       "info",
 			State:          StateOptions{CacheSize: 64 << 20, MemtableSize: 16 << 20},
 			Streams: []Stream{
 				{
@@ -177,6 +178,7 @@ func TestGoodFiles(t *testing.T) {
 			Guarantee:      "exactly_once",
 			CommitInterval: Duration(100 * time.Millisecond),
 			AdminAddr:      "", // disabled
+			LogLevel:       "info",
 			State:          StateOptions{CacheSize: 64 << 20, MemtableSize: 16 << 20},
 			Streams: []Stream{{
 				Name:         "push",
@@ -275,6 +277,7 @@ func TestValidateWithoutDefaults(t *testing.T) {
 		"changelog_topic: is required",
 		`guarantee: must be exactly_once or at_least_once, got ""`,
 		"commit_interval: must be greater than 0",
+		`log_level: must be debug, info, warn or error, got ""`,
 		"state.cache_size: must be greater than 0",
 		"state.memtable_size: must be greater than 0",
 		"streams[0].name: is required",

@@ -54,6 +54,9 @@ func (c *Config) EnsureDefaults() {
 	if c.Guarantee == "" {
 		c.Guarantee = ExactlyOnce
 	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
 	if c.CommitInterval == 0 {
 		c.CommitInterval = defaultCommitInterval
 	}
@@ -146,6 +149,11 @@ func (c *Config) problems() []Problem {
 	checkName(&ps, "instance_id", "instance id", c.InstanceID)
 	if c.StateDir == "" {
 		add("state_dir", "is required")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log_level", "must be debug, info, warn or error, got %s", quote(c.LogLevel))
 	}
 
 	// Topics: where each name is used, to catch one topic in two roles.

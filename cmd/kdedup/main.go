@@ -17,9 +17,11 @@ import (
 const usage = `kdedup: Kafka stream deduplication
 
 Usage:
+  kdedup run --config FILE [flags]     run the processor (no brokers configured: an embedded
+                                       broker on 127.0.0.1:9092, data under state_dir)
   kdedup check --config FILE [flags]   validate a configuration and print it with every default
 
-Flags of check: --config FILE, --set PATH=VALUE (repeatable), and one per
+Flags of run and check: --config FILE, --set PATH=VALUE (repeatable), and one per
 top-level field: --brokers, --group, --instance-id, --state-dir,
 --audit-topic, --changelog-topic, --guarantee, --commit-interval,
 --admin-addr. Every field may also come from KDEDUP_<PATH> environment
@@ -43,6 +45,8 @@ func run(args, env []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "check":
 		return check(args[1:], env, stdout, stderr)
+	case "run":
+		return runCmd(args[1:], env, stderr)
 	default:
 		fmt.Fprintf(stderr, "kdedup: unknown command %q\n\n%s", args[0], usage)
 		return 2

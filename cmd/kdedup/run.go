@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kdedup/kdedup/admin"
+	"github.com/kdedup/kdedup/config"
+	"github.com/kdedup/kdedup/consumer"
+	"github.com/kdedup/kdedup/dedup"
+	"github.com/kdedup/kdedup/embedded"
+	"github.com/kdedup/kdedup/producer"
+	"github.com/kdedup/kdedup/state"
+)
+
+// embeddedPartitions is the partition count of the input topics the
+// embedded broker creates.
+const embeddedPartitions = 3
+
+func runCmd(args, env []string, stderr io.Writer) int {
+	cfg, ok := loadConfig("run", args, env, stderr)
+	if !ok {
+		return 2
+	}
+	log := newLogger(cfg.LogLevel, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal ends the process at once
+	}()
+	if err := serve(ctx, cfg, log, nil); err != nil {
+		log.Error().Err(err).Msg("kdedup stopped")
+		return 1
+	}
+	log.Info().Msg("kdedup stopped")
+	return 0
+}
+
+func newLogger(level string, w io.Writer) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
+}
+
+// served is what serve hands to a caller that watches the processor (the
+// demo).
+type served struct {
+	brokers []string
+	metrics *admin.Metrics
+	proc    *consumer.Processor
+}
+
+// serve runs kdedup until ctx ends: the embedded broker when no brokers
+// are configured, the state store, the topics, the admin endpoints and the
+// processor. started, if not nil, is called once the processor runs.
+func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, started func(served)) error {
+	brokers := cfg.Brokers
+	createInputs := int32(0)
+	if len(brokers) == 0 {
+		b, err := embedded.Start(filepath.Join(cfg.StateDir, "broker"), embedded.DefaultPort, embeddedPartitions, log)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		brokers = b.Addrs()
+		createInputs = embeddedPartitions
+		log.Info().Strs("brokers", brokers).Str("data", filepath.Join(cfg.StateDir, "broker")).
+			Msgf("embedded Kafka broker started; produce with e.g.: kcat -b %s -t %s -P -H Idempotency-Key=k1 -H tenant-id=t1", brokers[0], cfg.Streams[0].Input)
+	}
+
+	var streams []consumer.Stream
+	plan := producer.TopicPlan{Audit: cfg.AuditTopic, CreateInputs: createInputs}
+	for i, s := range cfg.Streams {
+		rules, err := dedup.Compile(s)
+		if err != nil {
+			return fmt.Errorf("streams[%d]: %w", i, err)
+		}
+		streams = append(streams, consumer.Stream{Rules: rules, Input: s.Input, Output: s.Output})
+		plan.Streams = append(plan.Streams, producer.StreamTopics{Input: s.Input, Output: s.Output})
+	}
+
+	store, err := state.Open(filepath.Join(cfg.StateDir, "state"), state.Options{
+		CacheSize:    int64(cfg.State.CacheSize),
+		MemtableSize: uint64(cfg.State.MemtableSize),
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error().Err(err).Msg("closing state")
+		}
+	}()
+
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.MetadataMinAge(250*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("brokers %v: %w", brokers, err)
+	}
+	parts, err := producer.EnsureTopics(ctx, kadm.NewClient(admCl), plan, brokers, time.Minute, log)
+	admCl.Close()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+
+	metrics := admin.NewMetrics()
+	proc, err := consumer.New(consumer.Options{
+		Brokers:        brokers,
+		Group:          cfg.Group,
+		InstanceID:     cfg.InstanceID,
+		Guarantee:      cfg.Guarantee,
+		CommitInterval: time.Duration(cfg.CommitInterval),
+		AuditTopic:     cfg.AuditTopic,
+		Streams:        streams,
+		Partitions:     parts,
+		Store:          store,
+		Log:            log,
+		Observer:       metrics,
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.AdminAddr != "" {
+		srv, err := admin.Listen(cfg.AdminAddr, metrics, proc.Ready, log)
+		if err != nil {
+			return err
+		}
+		go srv.Serve(ctx)
+		log.Info().Str("addr", srv.Addr()).Msg("admin endpoints: /healthz /readyz /metrics")
+	}
+	if started != nil {
+		started(served{brokers: brokers, metrics: metrics, proc: proc})
+	}
+	log.Info().Str("group", cfg.Group).Str("instance_id", cfg.InstanceID).Str("guarantee", cfg.Guarantee).Msg("processing")
+	return proc.Run(ctx)
+}

@@ -1,0 +1,713 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kdedup/kdedup/config"
+	"github.com/kdedup/kdedup/dedup"
+	"github.com/kdedup/kdedup/producer"
+	"github.com/kdedup/kdedup/state"
+)
+
+// Stream is one deduplicated stream as the processor runs it.
+type Stream struct {
+	Rules  *dedup.Rules
+	Input  string
+	Output string
+}
+
+// Observer receives the processor's measurements. Methods are called from
+// the processing goroutine and must not block.
+type Observer interface {
+	// Decided counts a decision of stream.
+	Decided(stream string, r dedup.Reason)
+	// Transaction reports an ended transaction (or, under at_least_once,
+	// an offset commit): whether it committed, how long ending it took,
+	// and how many input records it carried.
+	Transaction(committed bool, took time.Duration, records int)
+	// Restored reports the progress of a partition's restore: records
+	// replayed so far out of total.
+	Restored(topic string, partition int32, done, total int64)
+	// Keys reports the keys stored for a partition.
+	Keys(topic string, partition int32, n int64)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Decided(string, dedup.Reason)         {}
+func (nopObserver) Transaction(bool, time.Duration, int) {}
+func (nopObserver) Restored(string, int32, int64, int64) {}
+func (nopObserver) Keys(string, int32, int64)            {}
+
+// Options configure a Processor.
+type Options struct {
+	// Brokers are the seed brokers.
+	Brokers []string
+	// Group is the consumer group; the transactional id is
+	// Group + "-" + InstanceID.
+	Group      string
+	InstanceID string
+	// Guarantee is config.ExactlyOnce or config.AtLeastOnce.
+	Guarantee string
+	// CommitInterval bounds a transaction.
+	CommitInterval time.Duration
+	// AuditTopic receives every record that is not first-seen.
+	AuditTopic string
+	Streams    []Stream
+	// Partitions are the partition counts of every input, output and the
+	// audit topic (producer.EnsureTopics).
+	Partitions producer.Partitions
+	Store      *state.Store
+	Log        zerolog.Logger
+	// Observer receives measurements; nil discards them.
+	Observer Observer
+	// SessionTimeout is the group session timeout. Default: 45s.
+	SessionTimeout time.Duration
+	// TransactionTimeout must stay below SessionTimeout, so that the
+	// coordinator aborts the open transaction of a frozen instance before
+	// the group gives its partitions away. Default: 30s.
+	TransactionTimeout time.Duration
+	// ClientOpts are added to every client (security, tests).
+	ClientOpts []kgo.Opt
+	// MaxPollRecords caps the records one poll returns. Default: 10,000.
+	MaxPollRecords int
+}
+
+// ErrOptions is returned by New for unusable options.
+var ErrOptions = errors.New("consumer: invalid options")
+
+// Processor is the exactly-once (or at-least-once) deduplicating loop of
+// one instance: one transactional client consumes every input in the group,
+// decides each record against its partition's state, produces the output
+// and audit records and commits the input offsets in one transaction per
+// CommitInterval; only then is the state written to Pebble with its offset
+// stamp.
+//
+// Run is called once; Ready may be called from any goroutine.
+type Processor struct {
+	opts    Options
+	log     zerolog.Logger
+	obs     Observer
+	streams map[string]*streamRun // by input topic
+	txnID   string
+
+	parts map[tp]*partState
+
+	events   sync.Mutex // guards pending
+	pending  []rebalanceEvent
+	ready    atomic.Bool
+	restores atomic.Int32
+
+	// Per transaction.
+	failed   atomic.Bool    // a produce failed: the transaction must abort
+	failMu   sync.Mutex     // guards failErr and oversize
+	failErr  error          // the first produce failure
+	oversize map[coord]bool // input records whose output a topic refused as too large
+	hdrs     []dedup.Header // scratch
+	txnStart time.Time
+	txnRecs  int
+	inTxn    bool
+	shutdown bool
+}
+
+type tp struct {
+	topic     string
+	partition int32
+}
+
+type coord struct {
+	tp
+	offset int64
+	audit  bool // the refused record was the audit record
+}
+
+type streamRun struct {
+	Stream
+	eng        *dedup.Engine
+	inParts    int32
+	outParts   int32
+	auditParts int32
+}
+
+// partState is one assigned partition: its keyspace, the open
+// transaction's batch, and whether its stamp must be checked against the
+// committed offset before its next record is decided.
+type partState struct {
+	s     *streamRun
+	tp    tp
+	part  *state.Partition
+	batch *state.Batch
+	next  int64 // offset after the batch's last record
+	check bool
+}
+
+type rebalanceEvent struct {
+	assigned bool
+	parts    map[string][]int32
+}
+
+// New checks the options and returns a Processor.
+func New(opts Options) (*Processor, error) {
+	if opts.SessionTimeout == 0 {
+		opts.SessionTimeout = 45 * time.Second
+	}
+	if opts.TransactionTimeout == 0 {
+		opts.TransactionTimeout = 30 * time.Second
+	}
+	if opts.MaxPollRecords == 0 {
+		opts.MaxPollRecords = 10_000
+	}
+	var errs []error
+	if len(opts.Brokers) == 0 {
+		errs = append(errs, errors.New("no brokers"))
+	}
+	if opts.Group == "" || opts.InstanceID == "" {
+		errs = append(errs, errors.New("group and instance id are required"))
+	}
+	if opts.Guarantee != config.ExactlyOnce && opts.Guarantee != config.AtLeastOnce {
+		errs = append(errs, fmt.Errorf("guarantee %q", opts.Guarantee))
+	}
+	if opts.CommitInterval <= 0 {
+		errs = append(errs, errors.New("commit interval must be positive"))
+	}
+	if opts.TransactionTimeout >= opts.SessionTimeout {
+		errs = append(errs, fmt.Errorf("transaction timeout %v must be below the session timeout %v", opts.TransactionTimeout, opts.SessionTimeout))
+	}
+	if opts.Store == nil || len(opts.Streams) == 0 || opts.AuditTopic == "" {
+		errs = append(errs, errors.New("store, streams and audit topic are required"))
+	}
+	p := &Processor{
+		opts:     opts,
+		log:      opts.Log,
+		obs:      opts.Observer,
+		streams:  map[string]*streamRun{},
+		parts:    map[tp]*partState{},
+		oversize: map[coord]bool{},
+		txnID:    opts.Group + "-" + opts.InstanceID,
+	}
+	if p.obs == nil {
+		p.obs = nopObserver{}
+	}
+	for _, s := range opts.Streams {
+		sr := &streamRun{
+			Stream:     s,
+			eng:        dedup.NewEngine(s.Rules),
+			inParts:    opts.Partitions[s.Input],
+			outParts:   opts.Partitions[s.Output],
+			auditParts: opts.Partitions[opts.AuditTopic],
+		}
+		if sr.inParts == 0 || sr.outParts == 0 || sr.auditParts == 0 {
+			errs = append(errs, fmt.Errorf("stream %s: partition counts of %s, %s and %s unknown", s.Rules.Name(), s.Input, s.Output, opts.AuditTopic))
+		}
+		p.streams[s.Input] = sr
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrOptions, errors.Join(errs...))
+	}
+	return p, nil
+}
+
+// Ready reports whether the processor is consuming with every assigned
+// partition's state restored.
+func (p *Processor) Ready() bool { return p.ready.Load() && p.restores.Load() == 0 }
+
+func (p *Processor) inputs() []string {
+	var ts []string
+	for t := range p.streams {
+		ts = append(ts, t)
+	}
+	return ts
+}
+
+// clientOpts are the options every client of the processor shares.
+func (p *Processor) clientOpts() []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(p.opts.Brokers...),
+		kgo.WithLogger(kgoLogger{p.log}),
+		kgo.MetadataMinAge(250 * time.Millisecond),
+	}
+	return append(opts, p.opts.ClientOpts...)
+}
+
+func (p *Processor) groupOpts() []kgo.Opt {
+	opts := append(p.clientOpts(),
+		kgo.ConsumerGroup(p.opts.Group),
+		kgo.ConsumeTopics(p.inputs()...),
+		kgo.InstanceID(p.opts.InstanceID),
+		kgo.SessionTimeout(p.opts.SessionTimeout),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(true, m) }),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(false, m) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(false, m) }),
+	)
+	if p.opts.Guarantee == config.ExactlyOnce {
+		opts = append(opts,
+			kgo.TransactionalID(p.txnID),
+			kgo.TransactionTimeout(p.opts.TransactionTimeout),
+		)
+	} else {
+		opts = append(opts, kgo.DisableAutoCommit())
+	}
+	return opts
+}
+
+// rebalanced runs in the group's goroutine: it only queues the event for
+// the processing loop, which owns the partitions.
+func (p *Processor) rebalanced(assigned bool, m map[string][]int32) {
+	if len(m) == 0 {
+		return
+	}
+	p.events.Lock()
+	p.pending = append(p.pending, rebalanceEvent{assigned, m})
+	p.events.Unlock()
+}
+
+// applyRebalances applies queued assignments and revocations: a revoked
+// partition's batch is dropped (its transaction aborts) and its keyspace
+// closed; an assigned one is checked before its next record.
+func (p *Processor) applyRebalances() {
+	p.events.Lock()
+	evs := p.pending
+	p.pending = nil
+	p.events.Unlock()
+	for _, ev := range evs {
+		for topic, ps := range ev.parts {
+			for _, n := range ps {
+				key := tp{topic, n}
+				if ev.assigned {
+					p.log.Info().Str("topic", topic).Int32("partition", n).Msg("partition assigned")
+					if st, ok := p.parts[key]; ok {
+						st.check = true
+					}
+					continue
+				}
+				p.log.Info().Str("topic", topic).Int32("partition", n).Msg("partition revoked")
+				if st, ok := p.parts[key]; ok {
+					if st.batch != nil {
+						st.batch.Discard()
+					}
+					st.part.Close()
+					delete(p.parts, key)
+				}
+			}
+		}
+	}
+}
+
+// Run processes until ctx ends, then finishes or aborts the open
+// transaction, leaves the group and returns nil. Failures of the brokers
+// or the client never end Run: the session is rebuilt and processing
+// resumes from the committed offsets.
+func (p *Processor) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := p.session(ctx)
+		p.ready.Store(false)
+		if ctx.Err() != nil {
+			p.closePartitions()
+			return nil
+		}
+		p.log.Warn().Err(err).Dur("retry_in", backoff).Msg("rebuilding the client session")
+		select {
+		case <-ctx.Done():
+			p.closePartitions()
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (p *Processor) closePartitions() {
+	for k, st := range p.parts {
+		if st.batch != nil {
+			st.batch.Discard()
+		}
+		st.part.Close()
+		delete(p.parts, k)
+	}
+}
+
+// session runs one client's lifetime. It returns nil when ctx ends, an
+// error when the client must be rebuilt.
+func (p *Processor) session(ctx context.Context) error {
+	// Whatever the last session left must be checked again: its
+	// transaction's outcome may be unknown.
+	for _, st := range p.parts {
+		if st.batch != nil {
+			st.batch.Discard()
+			st.batch = nil
+		}
+		st.check = true
+	}
+	p.events.Lock()
+	p.pending = nil
+	p.events.Unlock()
+	p.inTxn = false
+	if p.opts.Guarantee == config.ExactlyOnce {
+		sess, err := kgo.NewGroupTransactSession(p.groupOpts()...)
+		if err != nil {
+			return fmt.Errorf("creating transactional session %s: %w", p.txnID, err)
+		}
+		defer p.leave(sess.Client(), sess.Close)
+		return p.loop(ctx, txnClient{sess})
+	}
+	cl, err := kgo.NewClient(p.groupOpts()...)
+	if err != nil {
+		return fmt.Errorf("creating client: %w", err)
+	}
+	defer p.leave(cl, cl.Close)
+	return p.loop(ctx, &alosClient{cl: cl})
+}
+
+// leave closes the client and, on shutdown, removes this static member
+// from the group so that its partitions move at once.
+func (p *Processor) leave(cl *kgo.Client, closeFn func()) {
+	adm := kadm.NewClient(cl)
+	if !p.shutdown {
+		closeFn()
+		return
+	}
+	// The static leave needs a live client; close afterwards.
+	lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := adm.LeaveGroup(lctx, kadm.LeaveGroup(p.opts.Group).InstanceIDs(p.opts.InstanceID).Reason("kdedup shutting down"))
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		p.log.Warn().Err(err).Msg("leaving the group")
+	} else {
+		p.log.Info().Str("group", p.opts.Group).Msg("left the group")
+	}
+	closeFn()
+}
+
+// client is what the loop needs of a transactional session or of a plain
+// at-least-once client.
+type client interface {
+	Client() *kgo.Client
+	PollRecords(ctx context.Context, n int) kgo.Fetches
+	Begin() error
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	// End ends the transaction (at-least-once: flushes and commits the
+	// offsets). An error means the outcome is unknown.
+	End(ctx context.Context, commit bool) (committed bool, err error)
+}
+
+type txnClient struct{ *kgo.GroupTransactSession }
+
+func (c txnClient) End(ctx context.Context, commit bool) (bool, error) {
+	return c.GroupTransactSession.End(ctx, kgo.TransactionEndTry(commit))
+}
+
+// alosClient is the at-least-once client: produce, flush, then commit the
+// offsets. A crash between the flush and the commit re-emits at most the
+// records of one commit interval.
+type alosClient struct{ cl *kgo.Client }
+
+func (c *alosClient) Client() *kgo.Client { return c.cl }
+func (c *alosClient) PollRecords(ctx context.Context, n int) kgo.Fetches {
+	return c.cl.PollRecords(ctx, n)
+}
+func (c *alosClient) Begin() error { return nil }
+func (c *alosClient) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	c.cl.Produce(ctx, r, promise)
+}
+func (c *alosClient) End(ctx context.Context, commit bool) (bool, error) {
+	if err := c.cl.Flush(ctx); err != nil {
+		return false, err
+	}
+	if !commit {
+		// Something failed to produce: consume again from the committed
+		// offsets. Rebuilding the client rewinds it.
+		return false, errors.New("a record could not be produced; rewinding to the committed offsets")
+	}
+	if err := c.cl.CommitUncommittedOffsets(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// loop is the poll → decide → produce → commit cycle of one client.
+func (p *Processor) loop(ctx context.Context, c client) error {
+	for {
+		p.applyRebalances()
+		if ctx.Err() != nil {
+			p.shutdown = true
+			if p.inTxn {
+				// Finish what was decided: a bounded, final commit.
+				fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := p.end(fctx, c)
+				cancel()
+				if err != nil {
+					p.log.Warn().Err(err).Msg("ending the last transaction on shutdown")
+				}
+			}
+			return nil
+		}
+		pollCtx, cancel := ctx, context.CancelFunc(func() {})
+		if p.inTxn {
+			pollCtx, cancel = context.WithDeadline(ctx, p.txnStart.Add(p.opts.CommitInterval))
+		}
+		fetches := c.PollRecords(pollCtx, p.opts.MaxPollRecords)
+		cancel()
+		if fetches.IsClientClosed() {
+			return errors.New("client closed")
+		}
+		fetches.EachError(func(t string, n int32, err error) {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				return
+			}
+			p.log.Warn().Err(err).Str("topic", t).Int32("partition", n).Msg("fetch error")
+		})
+		p.applyRebalances()
+		if recs := fetches.Records(); len(recs) > 0 {
+			if err := p.process(ctx, c, recs); err != nil {
+				return err
+			}
+		} else if !p.inTxn {
+			p.ready.Store(true)
+		}
+		if p.inTxn && time.Since(p.txnStart) >= p.opts.CommitInterval {
+			if err := p.end(ctx, c); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// process decides and produces one poll's records, restoring partitions
+// first where their stamps need checking.
+func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) error {
+	// Restore before the transaction begins where possible, so that a
+	// long restore does not hold a transaction open.
+	first := map[tp]int64{}
+	for _, r := range recs {
+		key := tp{r.Topic, r.Partition}
+		if _, ok := first[key]; !ok {
+			first[key] = r.Offset
+		}
+	}
+	for key, off := range first {
+		st, err := p.partition(key)
+		if err != nil {
+			return err
+		}
+		if st.check {
+			if err := p.restore(ctx, st, off); err != nil {
+				return fmt.Errorf("restoring %s/%d: %w", key.topic, key.partition, err)
+			}
+			st.check = false
+		}
+	}
+	p.ready.Store(true)
+	if !p.inTxn {
+		if err := c.Begin(); err != nil {
+			return fmt.Errorf("beginning a transaction: %w", err)
+		}
+		p.inTxn = true
+		p.txnStart = time.Now()
+		p.txnRecs = 0
+	}
+	for _, r := range recs {
+		st := p.parts[tp{r.Topic, r.Partition}]
+		if st == nil {
+			continue // revoked meanwhile: the transaction aborts
+		}
+		if err := p.decide(ctx, c, st, r); err != nil {
+			p.fail(err)
+		}
+	}
+	return nil
+}
+
+// partition returns the state of an assigned partition, opening its
+// keyspace on first use.
+func (p *Processor) partition(key tp) (*partState, error) {
+	if st, ok := p.parts[key]; ok {
+		return st, nil
+	}
+	s := p.streams[key.topic]
+	if s == nil {
+		return nil, fmt.Errorf("record of %s, which no stream reads", key.topic)
+	}
+	part, err := p.opts.Store.OpenPartition(key.topic, key.partition, s.Rules.Lateness())
+	if err != nil {
+		return nil, err
+	}
+	st := &partState{s: s, tp: key, part: part, check: true}
+	p.parts[key] = st
+	p.obs.Keys(key.topic, key.partition, part.Stamp().Keys)
+	return st, nil
+}
+
+// decide decides one record and produces its output or audit record.
+func (p *Processor) decide(ctx context.Context, c client, st *partState, r *kgo.Record) error {
+	if st.batch == nil {
+		st.batch = st.part.NewBatch()
+	}
+	d, err := st.s.eng.Decide(st.batch, p.record(r))
+	if err != nil {
+		return err
+	}
+	st.next = r.Offset + 1
+	p.txnRecs++
+	p.obs.Decided(st.s.Rules.Name(), d.Reason)
+	at := coord{tp: st.tp, offset: r.Offset}
+	var out *kgo.Record
+	if d.Reason == dedup.FirstSeen && !p.refused(at) {
+		out = producer.Output(r, st.s.Output, st.s.outParts, st.s.inParts)
+	} else {
+		out = producer.Audit(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), &d)
+		if d.Reason == dedup.FirstSeen {
+			// The output refused it before (too large): audit it, with
+			// the decision it had.
+			out.Headers = append(out.Headers, kgo.RecordHeader{Key: producer.HeaderRefused, Value: []byte(st.s.Output)})
+		}
+		if p.refused(coord{tp: st.tp, offset: r.Offset, audit: true}) {
+			out = producer.WithoutValue(out)
+		}
+	}
+	isAudit := out.Topic == p.opts.AuditTopic
+	c.Produce(ctx, out, func(_ *kgo.Record, err error) {
+		if err == nil {
+			return
+		}
+		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
+			p.failMu.Lock()
+			p.oversize[coord{tp: at.tp, offset: at.offset, audit: isAudit}] = true
+			p.failMu.Unlock()
+			err = fmt.Errorf("%s refused the record of %s/%d/%d as too large: %w", out.Topic, at.topic, at.partition, at.offset, err)
+		}
+		p.fail(err)
+	})
+	return nil
+}
+
+func (p *Processor) refused(c coord) bool {
+	p.failMu.Lock()
+	defer p.failMu.Unlock()
+	return p.oversize[c]
+}
+
+// fail marks the open transaction as failed: it will abort.
+func (p *Processor) fail(err error) {
+	p.failMu.Lock()
+	if p.failErr == nil {
+		p.failErr = err
+	}
+	p.failMu.Unlock()
+	p.failed.Store(true)
+}
+
+// record converts a franz-go record for the engine, reusing a header
+// buffer.
+func (p *Processor) record(r *kgo.Record) *dedup.Record {
+	p.hdrs = p.hdrs[:0]
+	for _, h := range r.Headers {
+		p.hdrs = append(p.hdrs, dedup.Header(h))
+	}
+	return &dedup.Record{
+		Topic:     r.Topic,
+		Partition: r.Partition,
+		Offset:    r.Offset,
+		Timestamp: r.Timestamp.UnixMilli(),
+		Value:     r.Value,
+		Headers:   p.hdrs,
+	}
+}
+
+// end ends the open transaction. Committed: every partition's batch goes
+// to Pebble with its new stamp. Aborted: the batches are dropped and every
+// partition is checked again (the client rewound to the committed
+// offsets). An error means the outcome is unknown: the caller rebuilds the
+// session, which checks every partition's stamp against the committed
+// offsets, so nothing is guessed.
+func (p *Processor) end(ctx context.Context, c client) error {
+	commit := !p.failed.Load()
+	start := time.Now()
+	committed, err := c.End(ctx, commit)
+	took := time.Since(start)
+	p.inTxn = false
+	p.failMu.Lock()
+	failErr := p.failErr
+	p.failErr = nil
+	p.failMu.Unlock()
+	p.failed.Store(false)
+	p.obs.Transaction(committed, took, p.txnRecs)
+	if failErr != nil {
+		p.log.Warn().Err(failErr).Msg("transaction aborted: a record could not be produced")
+	}
+	if err != nil {
+		return fmt.Errorf("ending transaction (outcome unknown): %w", err)
+	}
+	for _, st := range p.parts {
+		if st.batch == nil {
+			continue
+		}
+		if !committed {
+			st.batch.Discard()
+			st.batch = nil
+			st.check = true
+			continue
+		}
+		if err := st.batch.Commit(st.next, 0); err != nil {
+			// The state lags the broker now: the next record replays
+			// the gap.
+			p.log.Error().Err(err).Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Msg("writing state after commit")
+			st.check = true
+		}
+		st.batch = nil
+		p.obs.Keys(st.tp.topic, st.tp.partition, st.part.Stamp().Keys)
+	}
+	if !committed {
+		for _, st := range p.parts {
+			st.check = true
+		}
+		p.log.Info().Dur("took", took).Msg("transaction aborted; consuming again from the committed offsets")
+	}
+	return nil
+}
+
+// kgoLogger sends franz-go's log lines to zerolog at debug level, warnings
+// and errors at their own.
+type kgoLogger struct{ l zerolog.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel {
+	switch k.l.GetLevel() {
+	case zerolog.DebugLevel, zerolog.TraceLevel:
+		return kgo.LogLevelDebug
+	case zerolog.InfoLevel:
+		return kgo.LogLevelWarn
+	default:
+		return kgo.LogLevelError
+	}
+}
+
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	var ev *zerolog.Event
+	switch level {
+	case kgo.LogLevelError:
+		ev = k.l.Error()
+	case kgo.LogLevelWarn:
+		ev = k.l.Warn()
+	case kgo.LogLevelInfo:
+		ev = k.l.Info()
+	default:
+		ev = k.l.Debug()
+	}
+	ev.Str("component", "kgo").Fields(keyvals).Msg(msg)
+}
