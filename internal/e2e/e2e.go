@@ -184,19 +184,19 @@ func setHeader(r *kgo.Record, k, v string) {
 
 // Expect is what the model says one input record must become.
 type Expect struct {
-	Reason string // first_seen, duplicate, ...
-	Key    string // dedup.key; "" when missing
-	First  string // dedup.first for duplicate and conflict
+	Reason  string // first_seen, duplicate, ...
+	Key     string // dedup.key; "" when missing
+	First   string // dedup.first for duplicate and conflict
 	FirstTS int64
 }
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 type modelEntry struct {
-	first     string
-	firstTS   int64
-	expiry    int64
-	value     string
+	first   string
+	firstTS int64
+	expiry  int64
+	value   string
 }
 
 type partModel struct {
@@ -350,7 +350,9 @@ func (r *Report) problem(format string, args ...any) {
 }
 
 // OK reports whether the run was exactly once and every decision right.
-func (r *Report) OK() bool { return r.Lost == 0 && r.Duplicated == 0 && r.Wrong == 0 && len(r.Problems) == 0 }
+func (r *Report) OK() bool {
+	return r.Lost == 0 && r.Duplicated == 0 && r.Wrong == 0 && len(r.Problems) == 0
+}
 
 func (r *Report) String() string {
 	reasons := make([]string, 0, len(r.ByReason))
