@@ -7,12 +7,18 @@ FUZZTIME    ?= 30s
 BENCHTIME   ?= 1s
 BIN         ?= bin/kdedup
 
-.PHONY: all build test lint fmt-check vet staticcheck bench fuzz clean
+.PHONY: all build demo test lint fmt-check vet staticcheck bench fuzz clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/kdedup
+
+# The main job on a fresh machine: kdedup on its embedded broker, driven
+# by generated push and order events, ending with a summary table.
+# DEMO_FLAGS=--events=1000000 for a longer run (kdedup demo -h).
+demo: build
+	./$(BIN) demo $(DEMO_FLAGS)
 
 # The whole suite: formatting, vet and every test. This is what CI runs.
 test: fmt-check vet

@@ -19,6 +19,8 @@ const usage = `kdedup: Kafka stream deduplication
 Usage:
   kdedup run --config FILE [flags]     run the processor (no brokers configured: an embedded
                                        broker on 127.0.0.1:9092, data under state_dir)
+  kdedup demo [flags]                  run on an embedded broker with generated push and order
+                                       events and print a summary (kdedup demo -h for its flags)
   kdedup check --config FILE [flags]   validate a configuration and print it with every default
 
 Flags of run and check: --config FILE, --set PATH=VALUE (repeatable), and one per
@@ -47,6 +49,8 @@ func run(args, env []string, stdout, stderr io.Writer) int {
 		return check(args[1:], env, stdout, stderr)
 	case "run":
 		return runCmd(args[1:], env, stderr)
+	case "demo":
+		return demoCmd(args[1:], env, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "kdedup: unknown command %q\n\n%s", args[0], usage)
 		return 2

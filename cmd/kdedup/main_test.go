@@ -35,3 +35,19 @@ func TestCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestDemo runs the demo command end to end, in process: embedded broker,
+// processor, generator, summary. It exits 0 only when every decision came
+// out as the generator intended.
+func TestDemo(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run([]string{"demo", "--events", "3000", "--rate", "0", "--state-dir", t.TempDir()}, nil, &out, &errb)
+	if code != 0 {
+		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+	}
+	for _, want := range []string{"first_seen", "malformed", "p50", "p99", "events/s"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+}

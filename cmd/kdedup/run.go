@@ -38,7 +38,7 @@ func runCmd(args, env []string, stderr io.Writer) int {
 		<-ctx.Done()
 		stop() // a second signal ends the process at once
 	}()
-	if err := serve(ctx, cfg, log, nil); err != nil {
+	if err := serve(ctx, cfg, log, serveOptions{port: embedded.DefaultPort}); err != nil {
 		log.Error().Err(err).Msg("kdedup stopped")
 		return 1
 	}
@@ -54,6 +54,14 @@ func newLogger(level string, w io.Writer) zerolog.Logger {
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger()
 }
 
+// serveOptions are what the demo changes about serve.
+type serveOptions struct {
+	// port of the embedded broker; 0 picks a free one.
+	port int
+	// started, if not nil, is called once the processor runs.
+	started func(served)
+}
+
 // served is what serve hands to a caller that watches the processor (the
 // demo).
 type served struct {
@@ -64,12 +72,12 @@ type served struct {
 
 // serve runs kdedup until ctx ends: the embedded broker when no brokers
 // are configured, the state store, the topics, the admin endpoints and the
-// processor. started, if not nil, is called once the processor runs.
-func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, started func(served)) error {
+// processor.
+func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts serveOptions) error {
 	brokers := cfg.Brokers
 	createInputs := int32(0)
 	if len(brokers) == 0 {
-		b, err := embedded.Start(filepath.Join(cfg.StateDir, "broker"), embedded.DefaultPort, embeddedPartitions, log)
+		b, err := embedded.Start(filepath.Join(cfg.StateDir, "broker"), opts.port, embeddedPartitions, log)
 		if err != nil {
 			return err
 		}
@@ -143,8 +151,8 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, started 
 		go srv.Serve(ctx)
 		log.Info().Str("addr", srv.Addr()).Msg("admin endpoints: /healthz /readyz /metrics")
 	}
-	if started != nil {
-		started(served{brokers: brokers, metrics: metrics, proc: proc})
+	if opts.started != nil {
+		opts.started(served{brokers: brokers, metrics: metrics, proc: proc})
 	}
 	log.Info().Str("group", cfg.Group).Str("instance_id", cfg.InstanceID).Str("guarantee", cfg.Guarantee).Msg("processing")
 	return proc.Run(ctx)
