@@ -59,9 +59,10 @@ func brokers(t *testing.T) []string {
 
 // instance is one running kdedup process.
 type instance struct {
-	cmd  *exec.Cmd
-	done chan error
-	logs *logTail
+	cmd        *exec.Cmd
+	done       chan error
+	logs       *logTail
+	processing chan struct{} // closed when it logs that it is processing
 }
 
 // restores counts "state restored" log lines of every instance: how often
@@ -96,6 +97,21 @@ func (l *logTail) String() string {
 // processing.
 func start(t *testing.T, cfg string) *instance {
 	t.Helper()
+	in := start0(t, cfg)
+	select {
+	case <-in.processing:
+	case err := <-in.done:
+		t.Fatalf("kdedup exited before processing: %v\n%s", err, in.logs)
+	case <-time.After(60 * time.Second):
+		_ = in.cmd.Process.Kill()
+		t.Fatalf("kdedup did not start processing within 60s\n%s", in.logs)
+	}
+	return in
+}
+
+// start0 runs kdedup with cfg and returns at once.
+func start0(t *testing.T, cfg string) *instance {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "kdedup.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
@@ -109,8 +125,8 @@ func start(t *testing.T, cfg string) *instance {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	in := &instance{cmd: cmd, done: make(chan error, 1), logs: &logTail{}}
-	processing := make(chan struct{})
+	in := &instance{cmd: cmd, done: make(chan error, 1), logs: &logTail{}, processing: make(chan struct{})}
+	processing := in.processing
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -130,14 +146,6 @@ func start(t *testing.T, cfg string) *instance {
 		_, _ = io.Copy(io.Discard, stderr)
 		in.done <- cmd.Wait()
 	}()
-	select {
-	case <-processing:
-	case err := <-in.done:
-		t.Fatalf("kdedup exited before processing: %v\n%s", err, in.logs)
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("kdedup did not start processing within 60s\n%s", in.logs)
-	}
 	return in
 }
 
