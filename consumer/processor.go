@@ -81,6 +81,10 @@ type Options struct {
 	ClientOpts []kgo.Opt
 	// MaxPollRecords caps the records one poll returns. Default: 10,000.
 	MaxPollRecords int
+	// MaxMessageBytes sizes producer batches per topic: each output's and
+	// the audit topic's max.message.bytes (producer.MaxMessageBytes).
+	// Topics not in it get producer.DefaultMaxMessageBytes.
+	MaxMessageBytes map[string]int32
 }
 
 // ErrOptions is returned by New for unusable options.
@@ -248,6 +252,12 @@ func (p *Processor) groupOpts() []kgo.Opt {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerBatchMaxBytesFn(func(topic string) int32 {
+			if n, ok := p.opts.MaxMessageBytes[topic]; ok {
+				return n
+			}
+			return producer.DefaultMaxMessageBytes
+		}),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(true, m) }),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(false, m) }),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(false, m) }),
@@ -568,18 +578,18 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, r *kgo.
 	p.obs.Decided(st.s.Rules.Name(), d.Reason)
 	at := coord{tp: st.tp, offset: r.Offset}
 	var out *kgo.Record
-	if d.Reason == dedup.FirstSeen && !p.refused(at) {
-		out = producer.Output(r, st.s.Output, st.s.outParts, st.s.inParts)
-	} else {
+	switch {
+	case d.Reason != dedup.FirstSeen:
 		out = producer.Audit(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), &d)
-		if d.Reason == dedup.FirstSeen {
-			// The output refused it before (too large): audit it, with
-			// the decision it had.
-			out.Headers = append(out.Headers, kgo.RecordHeader{Key: producer.HeaderRefused, Value: []byte(st.s.Output)})
-		}
-		if p.refused(coord{tp: st.tp, offset: r.Offset, audit: true}) {
-			out = producer.WithoutValue(out)
-		}
+	case p.refused(at):
+		// The output refused it before as too large: audit it instead.
+		out = producer.Refused(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), st.s.Output, &d)
+	default:
+		out = producer.Output(r, st.s.Output, st.s.outParts, st.s.inParts)
+	}
+	if out.Topic == p.opts.AuditTopic && p.refused(coord{tp: st.tp, offset: r.Offset, audit: true}) {
+		// The audit refused it too: audit it without its value.
+		out = producer.WithoutValue(out)
 	}
 	isAudit := out.Topic == p.opts.AuditTopic
 	c.Produce(ctx, out, func(_ *kgo.Record, err error) {

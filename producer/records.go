@@ -23,6 +23,10 @@ const (
 	// HeaderRefused is set, to the refusing topic, on an audit record of a
 	// first-seen record its output topic refused (too large).
 	HeaderRefused = "dedup.refused_by"
+	// ReasonTooLarge is the dedup.reason of a first-seen record its output
+	// topic refused as too large: it is audited instead (its key stays
+	// first-seen, so copies of it are audited as duplicates).
+	ReasonTooLarge = "too_large"
 )
 
 // Output returns the output record for in: the same key, value, headers
@@ -83,6 +87,19 @@ func Audit(in *kgo.Record, topic string, partitions int32, stream string, d *ded
 		Headers:   hs,
 		Timestamp: in.Timestamp,
 	}
+}
+
+// Refused returns the audit record of first-seen record in that the output
+// topic refused as too large.
+func Refused(in *kgo.Record, topic string, partitions int32, stream, output string, d *dedup.Decision) *kgo.Record {
+	r := Audit(in, topic, partitions, stream, d)
+	for i := range r.Headers {
+		if r.Headers[i].Key == HeaderReason {
+			r.Headers[i].Value = []byte(ReasonTooLarge)
+		}
+	}
+	r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderRefused, Value: []byte(output)})
+	return r
 }
 
 // WithoutValue returns a copy of audit record r with its value dropped and

@@ -217,3 +217,37 @@ func create(ctx context.Context, adm *kadm.Client, n int32, topics ...string) (c
 	}
 	return created, err
 }
+
+// DefaultMaxMessageBytes is the batch size used for a topic whose
+// max.message.bytes is not known: franz-go's default, just under Kafka's
+// 1MiB.
+const DefaultMaxMessageBytes = 1000012
+
+// MaxMessageBytes returns the max.message.bytes of each of topics: the
+// largest record batch each accepts. Producer batches are sized to it per
+// topic, so that only a record that is itself too large is refused, never
+// a batch of small ones.
+func MaxMessageBytes(ctx context.Context, adm *kadm.Client, topics ...string) (map[string]int32, error) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rcs, err := adm.DescribeTopicConfigs(rctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("describing topic configs: %w", err)
+	}
+	out := map[string]int32{}
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			return nil, fmt.Errorf("describing %s: %w", rc.Name, rc.Err)
+		}
+		for _, c := range rc.Configs {
+			if c.Key != "max.message.bytes" || c.Value == nil {
+				continue
+			}
+			var n int32
+			if _, err := fmt.Sscan(*c.Value, &n); err == nil && n > 0 {
+				out[rc.Name] = n
+			}
+		}
+	}
+	return out, nil
+}

@@ -117,7 +117,16 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 	if err != nil {
 		return fmt.Errorf("brokers %v: %w", brokers, err)
 	}
-	parts, err := producer.EnsureTopics(ctx, kadm.NewClient(admCl), plan, brokers, time.Minute, log)
+	adm := kadm.NewClient(admCl)
+	parts, err := producer.EnsureTopics(ctx, adm, plan, brokers, time.Minute, log)
+	var maxBytes map[string]int32
+	if err == nil {
+		written := []string{cfg.AuditTopic}
+		for _, s := range cfg.Streams {
+			written = append(written, s.Output)
+		}
+		maxBytes, err = producer.MaxMessageBytes(ctx, adm, written...)
+	}
 	admCl.Close()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -128,17 +137,18 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 
 	metrics := admin.NewMetrics()
 	proc, err := consumer.New(consumer.Options{
-		Brokers:        brokers,
-		Group:          cfg.Group,
-		InstanceID:     cfg.InstanceID,
-		Guarantee:      cfg.Guarantee,
-		CommitInterval: time.Duration(cfg.CommitInterval),
-		AuditTopic:     cfg.AuditTopic,
-		Streams:        streams,
-		Partitions:     parts,
-		Store:          store,
-		Log:            log,
-		Observer:       metrics,
+		Brokers:         brokers,
+		Group:           cfg.Group,
+		InstanceID:      cfg.InstanceID,
+		Guarantee:       cfg.Guarantee,
+		CommitInterval:  time.Duration(cfg.CommitInterval),
+		AuditTopic:      cfg.AuditTopic,
+		Streams:         streams,
+		Partitions:      parts,
+		Store:           store,
+		Log:             log,
+		Observer:        metrics,
+		MaxMessageBytes: maxBytes,
 	})
 	if err != nil {
 		return err
