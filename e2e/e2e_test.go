@@ -66,8 +66,9 @@ type instance struct {
 }
 
 // restores counts "state restored" log lines of every instance: how often
-// a restart found its state behind the committed offsets.
-var restores struct {
+// a restart found its state behind the committed offsets; rebuilds counts
+// client sessions rebuilt after an unknown transaction outcome.
+var restores, rebuilds struct {
 	sync.Mutex
 	n int
 }
@@ -138,6 +139,11 @@ func start0(t *testing.T, cfg string) *instance {
 				restores.Lock()
 				restores.n++
 				restores.Unlock()
+			}
+			if strings.Contains(line, `"message":"rebuilding the client session"`) {
+				rebuilds.Lock()
+				rebuilds.n++
+				rebuilds.Unlock()
 			}
 			if strings.Contains(line, `"message":"processing"`) {
 				once.Do(func() { close(processing) })
