@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kdedup/kdedup/dedup"
 )
@@ -51,7 +52,7 @@ func NewMetrics() *Metrics {
 		}, []string{"topic", "partition"}),
 	}
 	m.Registry.MustRegister(m.eventsIn, m.decisions, m.transactions, m.commitTime, m.keys, m.restored, m.restoreTotal,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
