@@ -372,6 +372,18 @@ func (p *Processor) session(ctx context.Context) error {
 			return fmt.Errorf("creating transactional session %s: %w", p.txnID, err)
 		}
 		defer p.leave(sess.Client(), sess.Close)
+		// Fence at once: InitProducerID aborts whatever transaction an
+		// earlier session of this transactional id left open (a crash, an
+		// unknown outcome). Waiting for the first record would deadlock:
+		// the group cannot hand out offsets while that transaction's
+		// offset commit is pending, so no record would ever come before
+		// the transaction timed out.
+		ictx, cancel := context.WithTimeout(ctx, p.opts.SessionTimeout)
+		_, _, err = sess.Client().ProducerID(ictx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("initializing transactional id %s (fencing earlier sessions): %w", p.txnID, err)
+		}
 		return p.loop(ctx, txnClient{sess})
 	}
 	cl, err := kgo.NewClient(p.groupOpts()...)
@@ -649,7 +661,12 @@ func (p *Processor) record(r *kgo.Record) *dedup.Record {
 func (p *Processor) end(ctx context.Context, c client) error {
 	commit := !p.failed.Load()
 	start := time.Now()
-	committed, err := c.End(ctx, commit)
+	// An End that hangs (a coordinator that stopped answering) must not
+	// hang the loop: past the transaction timeout the broker aborts the
+	// transaction anyway, and the outcome counts as unknown.
+	ectx, cancel := context.WithTimeout(ctx, p.opts.TransactionTimeout)
+	committed, err := c.End(ectx, commit)
+	cancel()
 	took := time.Since(start)
 	p.inTxn = false
 	p.failMu.Lock()

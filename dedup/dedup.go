@@ -294,13 +294,14 @@ func (r *Rules) Lateness() time.Duration { return time.Duration(r.lateness) * ti
 // decision free of heap allocations. Use one Engine per goroutine; they are
 // cheap (NewEngine shares the compiled Rules).
 type Engine struct {
-	rules  *Rules
-	doc    jsonDoc
-	digest hash.Hash
-	sum    [sha256.Size]byte
-	num    [binary.MaxVarintLen64]byte
-	fpkey  [len(fpPrefix) + 2*16]byte
-	keybuf []byte // unescaped JSON keys
+	rules    *Rules
+	doc      jsonDoc
+	digest   hash.Hash
+	sum      [sha256.Size]byte
+	num      [binary.MaxVarintLen64]byte
+	fpkey    [len(fpPrefix) + 2*16]byte
+	keybuf   []byte // unescaped JSON keys
+	scopebuf []byte // unescaped JSON scope parts
 }
 
 const fpPrefix = "fp:"
@@ -400,7 +401,7 @@ func (e *Engine) extractKey(rec *Record) (key []byte, sawInvalidJSON bool) {
 				sawInvalidJSON = true
 				continue
 			}
-			if k := e.scalar(s.path); len(k) > 0 {
+			if k := e.scalar(s.path, &e.keybuf); len(k) > 0 {
 				return k, false
 			}
 		case srcFields:
@@ -422,10 +423,10 @@ func (e *Engine) extractKey(rec *Record) (key []byte, sawInvalidJSON bool) {
 	return nil, sawInvalidJSON
 }
 
-// scalar returns the key text of path id: a string's decoded content, a
-// number's or boolean's JSON text as written; nothing for null, objects,
-// arrays and absent paths.
-func (e *Engine) scalar(id int) []byte {
+// scalar returns the key text of path id: a string's decoded content
+// (decoded into *buf when it has escapes), a number's or boolean's JSON
+// text as written; nothing for null, objects, arrays and absent paths.
+func (e *Engine) scalar(id int, buf *[]byte) []byte {
 	raw, ok := e.doc.get(id)
 	if !ok {
 		return nil
@@ -435,8 +436,8 @@ func (e *Engine) scalar(id int) []byte {
 		if !needsUnquote(raw) {
 			return raw[1 : len(raw)-1]
 		}
-		e.keybuf = unquoteInto(e.keybuf[:0], raw)
-		return e.keybuf
+		*buf = unquoteInto((*buf)[:0], raw)
+		return *buf
 	case '{', '[', 'n':
 		return nil
 	default:
@@ -526,36 +527,14 @@ func (e *Engine) keyHash(rec *Record, key []byte) Hash {
 			continue
 		}
 		// A JSON scope part reads the value as a key does, except that
-		// what yields nothing counts as "". scalar may use keybuf, which
-		// can hold the key itself: hash what it returns before the key
-		// is needed again.
-		e.writeBytes(e.scopeScalar(p.path))
+		// what yields nothing counts as "". Its own buffer keeps a key
+		// held in keybuf intact.
+		e.writeBytes(e.scalar(p.path, &e.scopebuf))
 	}
 	e.writeBytes(key)
 	var h Hash
 	copy(h[:], e.digest.Sum(e.sum[:0]))
 	return h
-}
-
-// scopeScalar is scalar for scope parts, using its own buffer so that a key
-// held in keybuf stays intact.
-func (e *Engine) scopeScalar(id int) []byte {
-	raw, ok := e.doc.get(id)
-	if !ok {
-		return nil
-	}
-	switch raw[0] {
-	case '"':
-		if !needsUnquote(raw) {
-			return raw[1 : len(raw)-1]
-		}
-		e.doc.keybuf = unquoteInto(e.doc.keybuf[:0], raw)
-		return e.doc.keybuf
-	case '{', '[', 'n':
-		return nil
-	default:
-		return raw
-	}
 }
 
 // payloadFingerprint fingerprints what tells a conflict from a duplicate:

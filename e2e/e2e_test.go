@@ -62,7 +62,19 @@ type instance struct {
 	cmd        *exec.Cmd
 	done       chan error
 	logs       *logTail
+	logFile    string        // the whole stderr
 	processing chan struct{} // closed when it logs that it is processing
+}
+
+// dump makes a stuck kdedup print every goroutine's stack (SIGQUIT) into
+// its log file and returns the file's path.
+func (in *instance) dump() string {
+	_ = in.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-in.done:
+	case <-time.After(10 * time.Second):
+	}
+	return in.logFile
 }
 
 // restores counts "state restored" log lines of every instance: how often
@@ -83,8 +95,8 @@ func (l *logTail) add(s string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lines = append(l.lines, s)
-	if len(l.lines) > 60 {
-		l.lines = l.lines[len(l.lines)-60:]
+	if len(l.lines) > 200 {
+		l.lines = l.lines[len(l.lines)-200:]
 	}
 }
 
@@ -126,10 +138,15 @@ func start0(t *testing.T, cfg string) *instance {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	in := &instance{cmd: cmd, done: make(chan error, 1), logs: &logTail{}, processing: make(chan struct{})}
+	logf, err := os.CreateTemp("", "kdedup-e2e-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &instance{cmd: cmd, done: make(chan error, 1), logs: &logTail{}, logFile: logf.Name(), processing: make(chan struct{})}
 	processing := in.processing
 	go func() {
-		sc := bufio.NewScanner(stderr)
+		defer logf.Close()
+		sc := bufio.NewScanner(io.TeeReader(stderr, logf))
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		once := sync.Once{}
 		for sc.Scan() {

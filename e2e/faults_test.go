@@ -50,6 +50,9 @@ func TestUnknownOutcomes(t *testing.T) {
 	}
 	<-done
 	rep := verify(t, bs, n)
+	if !rep.OK() {
+		t.Fatalf("seed %d: %v\nkdedup's goroutines and log: %s", seed, rep, in.dump())
+	}
 	select {
 	case err := <-in.done:
 		t.Fatalf("kdedup exited under faults: %v\n%s", err, in.logs)
@@ -62,5 +65,55 @@ func TestUnknownOutcomes(t *testing.T) {
 	t.Logf("unknown outcomes injected %v (EndTxn=26, TxnOffsetCommit=28, Produce=0); sessions rebuilt %d: %v", injected, rebuilt, rep)
 	if !rep.OK() {
 		t.Fatalf("seed %d: %v\n%s", seed, rep, in.logs)
+	}
+}
+
+// TestEndFailsThenFences: EndTxn answers REQUEST_TIMED_OUT until the fault
+// is lifted, so End itself fails and the outcome is unknown. kdedup must
+// rebuild its session and fence the open transaction at once (not wait out
+// the 30s transaction timeout: the group cannot hand out offsets while that
+// transaction's offset commit is pending), then finish exactly once.
+func TestEndFailsThenFences(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(e2e.Partitions, e2e.PushInput, e2e.OrderInput))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	bs := c.ListenAddrs()
+	in := start(t, e2e.Config(bs, t.TempDir(), "fenced", ""))
+	w := e2e.NewWorkload(21, time.Now().Add(-6*time.Hour))
+	pcl := producerClient(t, bs)
+	produce(context.Background(), t, pcl, w, 2_000)
+
+	rebuilds.Lock()
+	before := rebuilds.n
+	rebuilds.Unlock()
+	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.EndTxn}, Err: kerr.RequestTimedOut, Count: -1})
+	produce(context.Background(), t, pcl, w, 2_000)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		rebuilds.Lock()
+		n := rebuilds.n
+		rebuilds.Unlock()
+		if n > before {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("End never failed under a persistent EndTxn fault\n%s", in.logs)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the log counter
+	}
+	fault.Remove()
+	lifted := time.Now()
+	produce(context.Background(), t, pcl, w, 1_000)
+	rep := verify(t, bs, 5_000)
+	took := time.Since(lifted)
+	if !rep.OK() {
+		t.Fatalf("%v\nkdedup's goroutines and log: %s", rep, in.dump())
+	}
+	in.stop(t)
+	t.Logf("End failed, session rebuilt, fault lifted: every result visible %v later: %v", took.Round(time.Millisecond), rep)
+	if took > 20*time.Second {
+		t.Fatalf("results took %v after the fault was lifted: the open transaction was not fenced at once", took)
 	}
 }

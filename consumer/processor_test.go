@@ -1,0 +1,29 @@
+package consumer
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kdedup/kdedup/config"
+)
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	_, err := New(Options{
+		Guarantee:          "twice",
+		SessionTimeout:     10 * time.Second,
+		TransactionTimeout: 20 * time.Second,
+	})
+	if !errors.Is(err, ErrOptions) {
+		t.Fatalf("error %v is not ErrOptions", err)
+	}
+	for _, want := range []string{"no brokers", "group and instance id", `guarantee "twice"`, "commit interval", "transaction timeout 20s must be below the session timeout 10s", "store, streams and audit topic"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	if _, err := New(Options{Guarantee: config.AtLeastOnce}); err == nil {
+		t.Fatal("empty options accepted")
+	}
+}

@@ -1,0 +1,64 @@
+package e2e_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/kdedup/kdedup/internal/e2e"
+)
+
+// TestRebalance: a second instance joins the group while events flow and
+// the first leaves (SIGTERM) later; transactions open at each rebalance
+// abort, the partitions' state moves by replay, and the result is still
+// exactly once.
+func TestRebalance(t *testing.T) {
+	bs := brokers(t)
+	createInputs(t, bs)
+	w := e2e.NewWorkload(11, time.Now().Add(-6*time.Hour))
+	pcl := producerClient(t, bs)
+	a := start(t, e2e.Config(bs, t.TempDir(), "a", ""))
+	produce(context.Background(), t, pcl, w, 5_000)
+	b := start(t, e2e.Config(bs, t.TempDir(), "b", ""))
+	produce(context.Background(), t, pcl, w, 5_000)
+	a.stop(t)
+	produce(context.Background(), t, pcl, w, 5_000)
+	rep := verify(t, bs, 15_000)
+	b.stop(t)
+	t.Logf("rebalance: %v", rep)
+	if !rep.OK() {
+		t.Fatalf("%v\ninstance b log:\n%s", rep, b.logs)
+	}
+}
+
+// TestEmbeddedBrokerSurvivesKill runs kdedup with no brokers configured —
+// the embedded broker on 127.0.0.1:9092 inside the process — and SIGKILLs
+// the whole process between batches of events: broker data and state under
+// the same state_dir must carry on exactly once.
+func TestEmbeddedBrokerSurvivesKill(t *testing.T) {
+	if ln, err := net.Listen("tcp", "127.0.0.1:9092"); err != nil {
+		t.Skipf("127.0.0.1:9092 is taken: %v", err)
+	} else {
+		ln.Close()
+	}
+	cfg := e2e.Config(nil, t.TempDir(), "embedded", "")
+	bs := []string{"127.0.0.1:9092"}
+	w := e2e.NewWorkload(12, time.Now().Add(-6*time.Hour))
+	in := start(t, cfg)
+	total := 0
+	for round := 0; round < 4; round++ {
+		pcl := producerClient(t, bs)
+		produce(context.Background(), t, pcl, w, 2_000)
+		total += 2_000
+		pcl.Close()
+		in.kill()
+		in = start(t, cfg)
+	}
+	rep := verify(t, bs, total)
+	in.stop(t)
+	t.Logf("embedded broker, 4 SIGKILLs: %v", rep)
+	if !rep.OK() {
+		t.Fatalf("%v\n%s", rep, in.logs)
+	}
+}
