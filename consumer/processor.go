@@ -371,7 +371,7 @@ func (p *Processor) session(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("creating transactional session %s: %w", p.txnID, err)
 		}
-		defer p.leave(sess.Client(), sess.Close)
+		defer p.leave(ctx, sess.Close)
 		// Fence at once: InitProducerID aborts whatever transaction an
 		// earlier session of this transactional id left open (a crash, an
 		// unknown outcome). Waiting for the first record would deadlock:
@@ -390,22 +390,33 @@ func (p *Processor) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating client: %w", err)
 	}
-	defer p.leave(cl, cl.Close)
+	defer p.leave(ctx, cl.Close)
 	return p.loop(ctx, &alosClient{cl: cl})
 }
 
-// leave closes the client and, on shutdown, removes this static member
-// from the group so that its partitions move at once.
-func (p *Processor) leave(cl *kgo.Client, closeFn func()) {
-	adm := kadm.NewClient(cl)
-	if !p.shutdown {
-		closeFn()
+// leave closes the client and, on shutdown (ctx ended, by whatever path
+// the loop returned), removes this static member from the group, so that
+// its partitions move at once rather than after the session timeout, and
+// makes sure no transaction of it is left open.
+//
+// The order matters: the client closes first (a static member's close
+// sends no LeaveGroup and waits for nothing); removing the member while
+// its own client still ran would make that client rejoin, and its close
+// wait on the rebalance.
+func (p *Processor) leave(ctx context.Context, closeFn func()) {
+	closeFn()
+	if ctx.Err() == nil {
 		return
 	}
-	// The static leave needs a live client; close afterwards.
+	admCl, err := kgo.NewClient(p.clientOpts()...)
+	if err != nil {
+		p.log.Warn().Err(err).Msg("leaving the group")
+		return
+	}
 	lctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := adm.LeaveGroup(lctx, kadm.LeaveGroup(p.opts.Group).InstanceIDs(p.opts.InstanceID).Reason("kdedup shutting down"))
+	resp, err := kadm.NewClient(admCl).LeaveGroup(lctx, kadm.LeaveGroup(p.opts.Group).InstanceIDs(p.opts.InstanceID).Reason("kdedup shutting down"))
+	cancel()
+	admCl.Close()
 	if err == nil {
 		err = resp.Error()
 	}
@@ -414,7 +425,33 @@ func (p *Processor) leave(cl *kgo.Client, closeFn func()) {
 	} else {
 		p.log.Info().Str("group", p.opts.Group).Msg("left the group")
 	}
-	closeFn()
+	if p.opts.Guarantee == config.ExactlyOnce {
+		p.fence()
+	}
+}
+
+// fence initialises the transactional id once more with a fresh client:
+// the coordinator aborts any transaction of it still open, so that no
+// transaction outlives a stop, whatever happened to the last End. A
+// hanging transaction would stall every read_committed reader of the
+// outputs until the transaction timeout.
+func (p *Processor) fence() {
+	cl, err := kgo.NewClient(append(p.clientOpts(),
+		kgo.TransactionalID(p.txnID),
+		kgo.TransactionTimeout(p.opts.TransactionTimeout),
+	)...)
+	if err != nil {
+		p.log.Warn().Err(err).Msg("fencing the transactional id on shutdown")
+		return
+	}
+	defer cl.Close()
+	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, err := cl.ProducerID(fctx); err != nil {
+		p.log.Warn().Err(err).Str("transactional_id", p.txnID).Msg("fencing the transactional id on shutdown")
+		return
+	}
+	p.log.Info().Str("transactional_id", p.txnID).Msg("no transaction left open")
 }
 
 // client is what the loop needs of a transactional session or of a plain
@@ -468,7 +505,6 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 	for {
 		p.applyRebalances()
 		if ctx.Err() != nil {
-			p.shutdown = true
 			if p.inTxn {
 				// Finish what was decided: a bounded, final commit.
 				fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -604,7 +640,10 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, r *kgo.
 		out = producer.WithoutValue(out)
 	}
 	isAudit := out.Topic == p.opts.AuditTopic
-	c.Produce(ctx, out, func(_ *kgo.Record, err error) {
+	// Not ctx: a shutdown must finish the open transaction (End commits
+	// it), not fail its records half way, which would leave an abort the
+	// broker may never see.
+	c.Produce(context.WithoutCancel(ctx), out, func(_ *kgo.Record, err error) {
 		if err == nil {
 			return
 		}
