@@ -121,7 +121,6 @@ type Processor struct {
 	txnStart time.Time
 	txnRecs  int
 	inTxn    bool
-	shutdown bool
 }
 
 type tp struct {
