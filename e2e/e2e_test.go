@@ -336,8 +336,10 @@ func crashLoop(t *testing.T, bs []string, cfg string, seed uint64, rounds, perRo
 			in.kill()
 			kills++
 		}
-		<-done
+		// Restart before waiting for the round's events: with the
+		// embedded broker they cannot be acknowledged until it is back.
 		in = start(t, cfg)
+		<-done
 	}
 	return kills, terms, in
 }

@@ -34,8 +34,9 @@ func TestRebalance(t *testing.T) {
 
 // TestEmbeddedBrokerSurvivesKill runs kdedup with no brokers configured —
 // the embedded broker on 127.0.0.1:9092 inside the process — and SIGKILLs
-// the whole process between batches of events: broker data and state under
-// the same state_dir must carry on exactly once.
+// the whole process at random moments: broker data and state under
+// the same state_dir must carry on exactly once. The kills land while
+// events flow, so transactions are open in the broker when it dies.
 func TestEmbeddedBrokerSurvivesKill(t *testing.T) {
 	if ln, err := net.Listen("tcp", "127.0.0.1:9092"); err != nil {
 		t.Skipf("127.0.0.1:9092 is taken: %v", err)
@@ -44,20 +45,16 @@ func TestEmbeddedBrokerSurvivesKill(t *testing.T) {
 	}
 	cfg := e2e.Config(nil, t.TempDir(), "embedded", "")
 	bs := []string{"127.0.0.1:9092"}
-	w := e2e.NewWorkload(12, time.Now().Add(-6*time.Hour))
-	in := start(t, cfg)
-	total := 0
-	for round := 0; round < 4; round++ {
-		pcl := producerClient(t, bs)
-		produce(context.Background(), t, pcl, w, 2_000)
-		total += 2_000
-		pcl.Close()
-		in.kill()
-		in = start(t, cfg)
-	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	// The broker dies with every kill: the workload's producer retries
+	// until the restarted process serves again.
+	const rounds, perRound = 6, 1_500
+	kills, terms, in := crashLoop(t, bs, cfg, seed, rounds, perRound)
+	total := rounds * perRound
 	rep := verify(t, bs, total)
 	in.stop(t)
-	t.Logf("embedded broker, 4 SIGKILLs: %v", rep)
+	t.Logf("embedded broker, %d SIGKILLs and %d SIGTERMs of the whole process: %v", kills, terms, rep)
 	if !rep.OK() {
 		t.Fatalf("%v\n%s", rep, in.logs)
 	}

@@ -6,11 +6,15 @@
 package embedded
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // DefaultPort is where the embedded broker listens.
@@ -63,4 +67,52 @@ func (l logger) Logf(level kfake.LogLevel, msg string, args ...any) {
 	default:
 		l.l.Debug().Str("component", "broker").Msgf(msg, args...)
 	}
+}
+
+// EndCrashedTransactions closes, on every partition of topics, any
+// transaction of transactional id txnID that a kill of this process left
+// open in the embedded broker.
+//
+// Why: after an unclean stop, kfake's reload treats a transaction it finds
+// open as aborted but writes no ABORT marker into the log. A read_committed
+// reader drops a producer's batches from the start of an aborted
+// transaction until it reads that producer's abort marker, and kdedup keeps
+// its producer id across restarts (only the epoch moves): without a marker,
+// every later record kdedup writes would stay invisible. Apache Kafka's
+// coordinator always writes the markers; this is for the embedded broker
+// only. An abort marker on a partition with no open transaction is skipped
+// by every reader.
+//
+// It initialises the transactional id first, which fences (aborts) a
+// transaction still open the ordinary way, then writes the markers with
+// the producer id and epoch it got.
+func EndCrashedTransactions(ctx context.Context, brokers []string, txnID string, topics map[string]int32) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.TransactionalID(txnID))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	id, epoch, err := cl.ProducerID(ctx)
+	if err != nil {
+		return fmt.Errorf("initialising %s: %w", txnID, err)
+	}
+	m := kadm.TxnMarkers{ProducerID: id, ProducerEpoch: epoch, Commit: false, Topics: kadm.TopicsSet{}}
+	for t, n := range topics {
+		for p := int32(0); p < n; p++ {
+			m.Topics.Add(t, p)
+		}
+	}
+	resps, err := kadm.NewClient(cl).WriteTxnMarkers(ctx, m)
+	if err != nil {
+		return fmt.Errorf("writing abort markers for %s: %w", txnID, err)
+	}
+	var errs []error
+	for _, r := range resps {
+		r.Topics.EachPartition(func(p kadm.TxnMarkersPartitionResponse) {
+			if p.Err != nil {
+				errs = append(errs, fmt.Errorf("%s/%d: %w", p.Topic, p.Partition, p.Err))
+			}
+		})
+	}
+	return errors.Join(errs...)
 }

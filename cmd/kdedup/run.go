@@ -147,6 +147,19 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		return err
 	}
 
+	if createInputs > 0 {
+		written := map[string]int32{cfg.AuditTopic: parts[cfg.AuditTopic]}
+		for _, s := range cfg.Streams {
+			written[s.Output] = parts[s.Output]
+		}
+		if err := embedded.EndCrashedTransactions(ctx, brokers, cfg.Group+"-"+cfg.InstanceID, written); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("embedded broker: %w", err)
+		}
+	}
+
 	metrics := admin.NewMetrics()
 	proc, err := consumer.New(consumer.Options{
 		Brokers:         brokers,
