@@ -49,12 +49,19 @@ func brokers(t *testing.T) []string {
 	if b := os.Getenv("KDEDUP_TEST_BROKERS"); b != "" {
 		return strings.Split(b, ",")
 	}
+	return cluster(t).ListenAddrs()
+}
+
+// cluster starts an in-process kfake cluster with the input topics, for
+// tests that inject faults into it.
+func cluster(t *testing.T) *kfake.Cluster {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(e2e.Partitions, e2e.PushInput, e2e.OrderInput))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return c.ListenAddrs()
+	return c
 }
 
 // instance is one running kdedup process.

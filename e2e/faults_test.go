@@ -19,11 +19,7 @@ import (
 // work. kdedup must neither guess the outcome nor exit: the result is still
 // exactly once.
 func TestUnknownOutcomes(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(e2e.Partitions, e2e.PushInput, e2e.OrderInput))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := cluster(t)
 	bs := c.ListenAddrs()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -74,11 +70,7 @@ func TestUnknownOutcomes(t *testing.T) {
 // the 30s transaction timeout: the group cannot hand out offsets while that
 // transaction's offset commit is pending), then finish exactly once.
 func TestEndFailsThenFences(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(e2e.Partitions, e2e.PushInput, e2e.OrderInput))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := cluster(t)
 	bs := c.ListenAddrs()
 	in := start(t, e2e.Config(bs, t.TempDir(), "fenced", ""))
 	w := e2e.NewWorkload(21, time.Now().Add(-6*time.Hour))
