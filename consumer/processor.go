@@ -456,7 +456,6 @@ func (p *Processor) fence() {
 // client is what the loop needs of a transactional session or of a plain
 // at-least-once client.
 type client interface {
-	Client() *kgo.Client
 	PollRecords(ctx context.Context, n int) kgo.Fetches
 	Begin() error
 	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
@@ -476,7 +475,6 @@ func (c txnClient) End(ctx context.Context, commit bool) (bool, error) {
 // records of one commit interval.
 type alosClient struct{ cl *kgo.Client }
 
-func (c *alosClient) Client() *kgo.Client { return c.cl }
 func (c *alosClient) PollRecords(ctx context.Context, n int) kgo.Fetches {
 	return c.cl.PollRecords(ctx, n)
 }
