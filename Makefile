@@ -7,7 +7,9 @@ FUZZTIME    ?= 30s
 BENCHTIME   ?= 1s
 BIN         ?= bin/kdedup
 
-.PHONY: all build demo test lint fmt-check vet staticcheck bench fuzz clean
+KAFKA_PORT  ?= 19092
+
+.PHONY: all build demo test lint fmt-check vet staticcheck bench fuzz clean kafka-up kafka-down test-kafka
 
 all: build
 
@@ -23,6 +25,24 @@ demo: build
 # The whole suite: formatting, vet and every test. This is what CI runs.
 test: fmt-check vet
 	$(GO) test -count=1 ./...
+
+# A real Apache Kafka broker (KRaft, one node) on 127.0.0.1:$(KAFKA_PORT),
+# fetched from Maven Central into .cache/kafka on first use. Needs java
+# and mvn.
+kafka-up:
+	KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh up
+
+kafka-down:
+	KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh down
+
+# The end-to-end suites (the same tests make test runs on the in-process
+# broker) against a real broker, started fresh and stopped afterwards.
+# Tests that inject faults into the in-process broker skip themselves.
+test-kafka:
+	@KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh down >/dev/null
+	KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh up
+	KDEDUP_TEST_BROKERS=127.0.0.1:$(KAFKA_PORT) $(GO) test -count=1 -timeout 30m -v ./e2e; \
+	status=$$?; KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh down; exit $$status
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

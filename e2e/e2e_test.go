@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,26 +44,72 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// brokers returns the brokers to test against: KDEDUP_TEST_BROKERS when
-// set (a real cluster), else a fresh in-process kfake cluster.
-func brokers(t *testing.T) []string {
-	t.Helper()
+// env is one test's cluster and names.
+type env struct {
+	bs   []string
+	tp   *e2e.Topics
+	fake *kfake.Cluster // nil on a real cluster
+}
+
+// realBrokers returns KDEDUP_TEST_BROKERS: the real cluster make
+// test-kafka points the suite at, or nil.
+func realBrokers() []string {
 	if b := os.Getenv("KDEDUP_TEST_BROKERS"); b != "" {
 		return strings.Split(b, ",")
 	}
-	return cluster(t).ListenAddrs()
+	return nil
 }
 
-// cluster starts an in-process kfake cluster with the input topics, for
-// tests that inject faults into it.
-func cluster(t *testing.T) *kfake.Cluster {
+// setup returns the cluster to test against: with KDEDUP_TEST_BROKERS set,
+// that real cluster, with topics and group under a prefix of this test's
+// own and its input topics created; else a fresh in-process kfake cluster
+// with the input topics seeded.
+func setup(t *testing.T) *env {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(e2e.Partitions, e2e.PushInput, e2e.OrderInput))
+	bs := realBrokers()
+	if bs == nil {
+		return fakeSetup(t)
+	}
+	prefix := regexp.MustCompile(`[^A-Za-z0-9._-]`).ReplaceAllString(t.Name(), "_") + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "."
+	e := &env{bs: bs, tp: e2e.NewTopics(prefix)}
+	t.Logf("real cluster %v, topics and group under %q", bs, prefix)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(bs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).CreateTopics(ctx, e2e.Partitions, -1, nil, e.tp.Inputs()...)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatalf("creating the input topics: %v", err)
+	}
+	return e
+}
+
+// fakeSetup starts an in-process kfake cluster with the input topics, for
+// every test by default and for tests that inject faults into the broker
+// always; those skip on a real cluster.
+func fakeSetup(t *testing.T) *env {
+	t.Helper()
+	if realBrokers() != nil {
+		t.Skip("injects faults into the in-process broker: runs in make test")
+	}
+	tp := e2e.NewTopics("")
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(e2e.Partitions, tp.Inputs()...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	return c
+	return &env{bs: c.ListenAddrs(), tp: tp, fake: c}
+}
+
+// config returns kdedup's configuration for this test's cluster and names.
+func (e *env) config(t *testing.T, instance, extra string) string {
+	return e.tp.Config(e.bs, t.TempDir(), instance, extra)
 }
 
 // instance is one running kdedup process.
@@ -138,6 +186,11 @@ func start0(t *testing.T, cfg string) *instance {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binary, "run", "--config", path)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KDEDUP_TEST_") { // the suite's, not kdedup's
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -236,52 +289,40 @@ func produce(ctx context.Context, t *testing.T, cl *kgo.Client, w *e2e.Workload,
 
 // verify reads inputs, outputs and audit back under read_committed and
 // checks them against the model.
-func verify(t *testing.T, brokers []string, inputs int) *e2e.Report {
+func (e *env) verify(t *testing.T, inputs int) *e2e.Report {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	in, err := e2e.ReadAll(ctx, brokers, inputs, time.Second, e2e.PushInput, e2e.OrderInput)
+	in, err := e2e.ReadAll(ctx, e.bs, inputs, time.Second, e.tp.Inputs()...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Every input becomes exactly one output or audit record.
-	decided, err := e2e.ReadAll(ctx, brokers, inputs, 2*time.Second, e2e.PushOutput, e2e.OrderOutput, e2e.Audit)
+	decided, err := e2e.ReadAll(ctx, e.bs, inputs, 2*time.Second, e.tp.Decided()...)
 	if err != nil {
 		t.Logf("reading outputs: %v", err)
 	}
 	var outs, audits []*kgo.Record
 	for _, r := range decided {
-		if r.Topic == e2e.Audit {
+		if r.Topic == e.tp.Audit {
 			audits = append(audits, r)
 		} else {
 			outs = append(outs, r)
 		}
 	}
-	return e2e.Check(in, outs, audits)
-}
-
-// createInputs makes the input topics on a real cluster (kfake seeds
-// them).
-func createInputs(t *testing.T, brokers []string) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	_, _ = kadm.NewClient(cl).CreateTopics(context.Background(), e2e.Partitions, -1, nil, e2e.PushInput, e2e.OrderInput)
+	return e.tp.Check(in, outs, audits)
 }
 
 // TestExactlyOnce runs a workload with every kind of decision through the
 // kdedup binary and checks output and audit record by record against the
 // model; then stops it with SIGTERM, which must exit 0.
 func TestExactlyOnce(t *testing.T) {
-	bs := brokers(t)
-	createInputs(t, bs)
-	in := start(t, e2e.Config(bs, t.TempDir(), "one", ""))
+	e := setup(t)
+	in := start(t, e.config(t, "one", ""))
 	const n = 20_000
-	w := e2e.NewWorkload(1, time.Now().Add(-6*time.Hour))
-	produce(context.Background(), t, producerClient(t, bs), w, n)
-	rep := verify(t, bs, n)
+	w := e.tp.NewWorkload(1, n)
+	produce(context.Background(), t, producerClient(t, e.bs), w, n)
+	rep := e.verify(t, n)
 	in.stop(t)
 	t.Logf("exactly once: %v", rep)
 	if !rep.OK() {
@@ -298,18 +339,17 @@ func TestExactlyOnce(t *testing.T) {
 // at random moments (and now and then stopped with SIGTERM) and restarted
 // with the same state directory; the result must still be exactly once.
 func TestCrashRecovery(t *testing.T) {
-	bs := brokers(t)
-	createInputs(t, bs)
+	e := setup(t)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("KDEDUP_CRASH_SEED"); s != "" {
 		fmt.Sscan(s, &seed)
 	}
 	t.Logf("seed %d (rerun with KDEDUP_CRASH_SEED=%d)", seed, seed)
-	cfg := e2e.Config(bs, t.TempDir(), "crashy", "")
+	cfg := e.config(t, "crashy", "")
 	const rounds, perRound = 15, 2_000
-	kills, terms, in := crashLoop(t, bs, cfg, seed, rounds, perRound)
+	kills, terms, in := crashLoop(t, e, cfg, seed, rounds, perRound)
 	n := rounds * perRound
-	rep := verify(t, bs, n)
+	rep := e.verify(t, n)
 	in.stop(t)
 	restores.Lock()
 	restored := restores.n
@@ -324,10 +364,10 @@ func TestCrashRecovery(t *testing.T) {
 // at a random moment of each round (every fourth round a SIGTERM instead)
 // and restarting it with the same configuration. It returns the kills, the
 // stops and the instance left running.
-func crashLoop(t *testing.T, bs []string, cfg string, seed uint64, rounds, perRound int) (kills, terms int, in *instance) {
+func crashLoop(t *testing.T, e *env, cfg string, seed uint64, rounds, perRound int) (kills, terms int, in *instance) {
 	rng := rand.New(rand.NewPCG(seed, 1))
-	w := e2e.NewWorkload(seed, time.Now().Add(-6*time.Hour))
-	pcl := producerClient(t, bs)
+	w := e.tp.NewWorkload(seed, rounds*perRound)
+	pcl := producerClient(t, e.bs)
 	in = start(t, cfg)
 	for round := 0; round < rounds; round++ {
 		done := make(chan struct{})
@@ -356,14 +396,13 @@ func crashLoop(t *testing.T, bs []string, cfg string, seed uint64, rounds, perRo
 // decided since the last offset commit, so the re-emitted records are
 // bounded by the records in flight at the kills.
 func TestAtLeastOnce(t *testing.T) {
-	bs := brokers(t)
-	createInputs(t, bs)
+	e := setup(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
-	cfg := e2e.Config(bs, t.TempDir(), "alos", "guarantee: at_least_once\n")
+	cfg := e.config(t, "alos", "guarantee: at_least_once\n")
 	const rounds, perRound = 8, 2_000
-	kills, terms, in := crashLoop(t, bs, cfg, seed, rounds, perRound)
-	rep := verify(t, bs, rounds*perRound)
+	kills, terms, in := crashLoop(t, e, cfg, seed, rounds, perRound)
+	rep := e.verify(t, rounds*perRound)
 	in.stop(t)
 	t.Logf("at least once: %d SIGKILLs, %d SIGTERMs: %v", kills, terms, rep)
 	if rep.Lost != 0 || rep.Wrong != 0 {

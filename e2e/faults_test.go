@@ -9,8 +9,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
-
-	"github.com/kdedup/kdedup/internal/e2e"
 )
 
 // TestUnknownOutcomes injects, while a workload flows, broker answers whose
@@ -19,18 +17,17 @@ import (
 // work. kdedup must neither guess the outcome nor exit: the result is still
 // exactly once.
 func TestUnknownOutcomes(t *testing.T) {
-	c := cluster(t)
-	bs := c.ListenAddrs()
+	e := fakeSetup(t)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
-	in := start(t, e2e.Config(bs, t.TempDir(), "faulty", ""))
+	in := start(t, e.config(t, "faulty", ""))
 
 	const n = 20_000
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		produce(context.Background(), t, producerClient(t, bs), e2e.NewWorkload(seed, time.Now().Add(-6*time.Hour)), n)
+		produce(context.Background(), t, producerClient(t, e.bs), e.tp.NewWorkload(seed, n), n)
 	}()
 	keys := []kmsg.Key{kmsg.EndTxn, kmsg.TxnOffsetCommit, kmsg.Produce}
 	injected := map[kmsg.Key]int{}
@@ -39,13 +36,13 @@ func TestUnknownOutcomes(t *testing.T) {
 		k := keys[rng.IntN(len(keys))]
 		f := kfake.Fault{Keys: []kmsg.Key{k}, Err: kerr.RequestTimedOut, Count: 1}
 		if k == kmsg.Produce {
-			f.Topic = e2e.PushOutput // kdedup's writes, not the workload's
+			f.Topic = e.tp.PushOutput // kdedup's writes, not the workload's
 		}
-		c.Fault(f)
+		e.fake.Fault(f)
 		injected[k]++
 	}
 	<-done
-	rep := verify(t, bs, n)
+	rep := e.verify(t, n)
 	if !rep.OK() {
 		t.Fatalf("seed %d: %v\nkdedup's goroutines and log: %s", seed, rep, in.dump())
 	}
@@ -70,17 +67,16 @@ func TestUnknownOutcomes(t *testing.T) {
 // the 30s transaction timeout: the group cannot hand out offsets while that
 // transaction's offset commit is pending), then finish exactly once.
 func TestEndFailsThenFences(t *testing.T) {
-	c := cluster(t)
-	bs := c.ListenAddrs()
-	in := start(t, e2e.Config(bs, t.TempDir(), "fenced", ""))
-	w := e2e.NewWorkload(21, time.Now().Add(-6*time.Hour))
-	pcl := producerClient(t, bs)
+	e := fakeSetup(t)
+	in := start(t, e.config(t, "fenced", ""))
+	w := e.tp.NewWorkload(21, 5_000)
+	pcl := producerClient(t, e.bs)
 	produce(context.Background(), t, pcl, w, 2_000)
 
 	rebuilds.Lock()
 	before := rebuilds.n
 	rebuilds.Unlock()
-	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.EndTxn}, Err: kerr.RequestTimedOut, Count: -1})
+	fault := e.fake.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.EndTxn}, Err: kerr.RequestTimedOut, Count: -1})
 	produce(context.Background(), t, pcl, w, 2_000)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -98,7 +94,7 @@ func TestEndFailsThenFences(t *testing.T) {
 	fault.Remove()
 	lifted := time.Now()
 	produce(context.Background(), t, pcl, w, 1_000)
-	rep := verify(t, bs, 5_000)
+	rep := e.verify(t, 5_000)
 	took := time.Since(lifted)
 	if !rep.OK() {
 		t.Fatalf("%v\nkdedup's goroutines and log: %s", rep, in.dump())

@@ -14,17 +14,16 @@ import (
 // abort, the partitions' state moves by replay, and the result is still
 // exactly once.
 func TestRebalance(t *testing.T) {
-	bs := brokers(t)
-	createInputs(t, bs)
-	w := e2e.NewWorkload(11, time.Now().Add(-6*time.Hour))
-	pcl := producerClient(t, bs)
-	a := start(t, e2e.Config(bs, t.TempDir(), "a", ""))
+	e := setup(t)
+	w := e.tp.NewWorkload(11, 15_000)
+	pcl := producerClient(t, e.bs)
+	a := start(t, e.config(t, "a", ""))
 	produce(context.Background(), t, pcl, w, 5_000)
-	b := start(t, e2e.Config(bs, t.TempDir(), "b", ""))
+	b := start(t, e.config(t, "b", ""))
 	produce(context.Background(), t, pcl, w, 5_000)
 	a.stop(t)
 	produce(context.Background(), t, pcl, w, 5_000)
-	rep := verify(t, bs, 15_000)
+	rep := e.verify(t, 15_000)
 	b.stop(t)
 	t.Logf("rebalance: %v", rep)
 	if !rep.OK() {
@@ -38,21 +37,24 @@ func TestRebalance(t *testing.T) {
 // the same state_dir must carry on exactly once. The kills land while
 // events flow, so transactions are open in the broker when it dies.
 func TestEmbeddedBrokerSurvivesKill(t *testing.T) {
+	if realBrokers() != nil {
+		t.Skip("tests the embedded broker: runs in make test")
+	}
 	if ln, err := net.Listen("tcp", "127.0.0.1:9092"); err != nil {
 		t.Skipf("127.0.0.1:9092 is taken: %v", err)
 	} else {
 		ln.Close()
 	}
-	cfg := e2e.Config(nil, t.TempDir(), "embedded", "")
-	bs := []string{"127.0.0.1:9092"}
+	e := &env{bs: []string{"127.0.0.1:9092"}, tp: e2e.NewTopics("")}
+	cfg := e.tp.Config(nil, t.TempDir(), "embedded", "")
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	// The broker dies with every kill: the workload's producer retries
 	// until the restarted process serves again.
 	const rounds, perRound = 6, 1_500
-	kills, terms, in := crashLoop(t, bs, cfg, seed, rounds, perRound)
+	kills, terms, in := crashLoop(t, e, cfg, seed, rounds, perRound)
 	total := rounds * perRound
-	rep := verify(t, bs, total)
+	rep := e.verify(t, total)
 	in.stop(t)
 	t.Logf("embedded broker, %d SIGKILLs and %d SIGTERMs of the whole process: %v", kills, terms, rep)
 	if !rep.OK() {

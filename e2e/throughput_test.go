@@ -17,18 +17,18 @@ import (
 // rawPipe is the baseline: a transactional consume → produce loop with
 // kdedup's client settings and commit interval, copying each input record
 // to out (same partition) and deciding nothing.
-func rawPipe(ctx context.Context, brokers []string, out string, interval time.Duration) error {
+func rawPipe(ctx context.Context, e *env, out string, interval time.Duration) error {
 	sess, err := kgo.NewGroupTransactSession(
-		kgo.SeedBrokers(brokers...),
+		kgo.SeedBrokers(e.bs...),
 		kgo.MetadataMinAge(250*time.Millisecond),
-		kgo.ConsumerGroup("raw-pipe"),
-		kgo.ConsumeTopics(e2e.PushInput, e2e.OrderInput),
+		kgo.ConsumerGroup(e.tp.Prefix+"raw-pipe"),
+		kgo.ConsumeTopics(e.tp.Inputs()...),
 		kgo.InstanceID("raw"),
 		kgo.SessionTimeout(45*time.Second),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.TransactionalID("raw-pipe-raw"),
+		kgo.TransactionalID(e.tp.Prefix+"raw-pipe-raw"),
 		kgo.TransactionTimeout(30*time.Second),
 	)
 	if err != nil {
@@ -96,14 +96,15 @@ func TestThroughput(t *testing.T) {
 	if s := os.Getenv("KDEDUP_THROUGHPUT_EVENTS"); s != "" {
 		n, _ = strconv.Atoi(s)
 	}
-	bs := brokers(t)
-	createInputs(t, bs)
-	produce(context.Background(), t, producerClient(t, bs), e2e.NewWorkload(7, time.Now().Add(-6*time.Hour)), n)
+	e := setup(t)
+	bs := e.bs
+	rawOut := e.tp.Prefix + "raw.out"
+	produce(context.Background(), t, producerClient(t, bs), e.tp.NewWorkload(7, n), n)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(bs...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kadm.NewClient(cl).CreateTopics(context.Background(), e2e.Partitions, -1, nil, "raw.out"); err != nil {
+	if _, err := kadm.NewClient(cl).CreateTopics(context.Background(), e2e.Partitions, -1, nil, rawOut); err != nil {
 		t.Fatal(err)
 	}
 	cl.Close()
@@ -111,16 +112,16 @@ func TestThroughput(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	start := time.Now()
 	pipeErr := make(chan error, 1)
-	go func() { pipeErr <- rawPipe(ctx, bs, "raw.out", 50*time.Millisecond) }()
-	raw := timeToVisible(t, bs, n, start, "raw.out")
+	go func() { pipeErr <- rawPipe(ctx, e, rawOut, 50*time.Millisecond) }()
+	raw := timeToVisible(t, bs, n, start, rawOut)
 	cancel()
 	if err := <-pipeErr; err != nil {
 		t.Fatal(err)
 	}
 
 	start = time.Now()
-	in := start0(t, e2e.Config(bs, t.TempDir(), "tput", ""))
-	kd := timeToVisible(t, bs, n, start, e2e.PushOutput, e2e.OrderOutput, e2e.Audit)
+	in := start0(t, e.config(t, "tput", ""))
+	kd := timeToVisible(t, bs, n, start, e.tp.Decided()...)
 	in.stop(t)
 
 	rawRate, kdRate := float64(n)/raw.Seconds(), float64(n)/kd.Seconds()

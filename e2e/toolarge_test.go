@@ -17,23 +17,22 @@ import (
 // on aborts; a copy of it is a duplicate pointing at it; small records
 // around it flow as usual.
 func TestTooLarge(t *testing.T) {
-	bs := brokers(t)
-	createInputs(t, bs)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(bs...))
+	e := setup(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.bs...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	limit := "2048"
-	if _, err := kadm.NewClient(cl).CreateTopics(context.Background(), e2e.Partitions, -1, map[string]*string{"max.message.bytes": &limit}, e2e.PushOutput); err != nil {
+	if _, err := kadm.NewClient(cl).CreateTopics(context.Background(), e2e.Partitions, -1, map[string]*string{"max.message.bytes": &limit}, e.tp.PushOutput); err != nil {
 		t.Fatal(err)
 	}
-	in := start(t, e2e.Config(bs, t.TempDir(), "big", ""))
+	in := start(t, e.config(t, "big", ""))
 	defer in.stop(t)
 
 	now := time.Now()
 	ev := func(key, body string, dt time.Duration) *kgo.Record {
-		return &kgo.Record{Topic: e2e.PushInput, Key: []byte("same-partition"), Value: []byte(`{"body":"` + body + `"}`), Timestamp: now.Add(dt),
+		return &kgo.Record{Topic: e.tp.PushInput, Key: []byte("same-partition"), Value: []byte(`{"body":"` + body + `"}`), Timestamp: now.Add(dt),
 			Headers: []kgo.RecordHeader{{Key: "Idempotency-Key", Value: []byte(key)}, {Key: "tenant-id", Value: []byte("t")}}}
 	}
 	big := strings.Repeat("x", 5000)
@@ -43,14 +42,14 @@ func TestTooLarge(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	got, err := e2e.ReadAll(ctx, bs, 4, time.Second, e2e.PushOutput, e2e.Audit)
+	got, err := e2e.ReadAll(ctx, e.bs, 4, time.Second, e.tp.PushOutput, e.tp.Audit)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, in.logs)
 	}
 	var outs []string
 	audit := map[string]map[string]string{}
 	for _, r := range got {
-		if r.Topic == e2e.PushOutput {
+		if r.Topic == e.tp.PushOutput {
 			outs = append(outs, string(r.Value))
 			continue
 		}
@@ -67,7 +66,7 @@ func TestTooLarge(t *testing.T) {
 		t.Errorf("outputs %q", outs)
 	}
 	tl, dup := audit["too_large"], audit["duplicate"]
-	if tl == nil || tl["dedup.refused_by"] != e2e.PushOutput || tl["dedup.key"] != "big" {
+	if tl == nil || tl["dedup.refused_by"] != e.tp.PushOutput || tl["dedup.key"] != "big" {
 		t.Fatalf("too_large audit record %v (all: %v)", tl, audit)
 	}
 	if dup == nil || dup["dedup.first"] != tl["dedup.source"] {

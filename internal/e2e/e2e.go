@@ -25,27 +25,55 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Topics and stream settings of the test configuration (Config).
+// Stream settings of the test configuration (Topics.Config).
 const (
-	PushInput   = "push-events"
-	PushOutput  = "push-events.deduped"
-	OrderInput  = "order-events"
-	OrderOutput = "order-events.deduped"
-	Audit       = "dedup.audit"
-	PushTTL     = 10 * time.Minute
-	OrderTTL    = 20 * time.Minute
-	Partitions  = 3
+	PushTTL    = 10 * time.Minute
+	OrderTTL   = 20 * time.Minute
+	Partitions = 3
 )
+
+// Topics names one test's topics and consumer group. On a fresh in-process
+// cluster the prefix is empty; tests sharing one real cluster give each
+// test its own prefix, so that no test reads another's records, offsets or
+// transactions.
+type Topics struct {
+	Prefix      string
+	PushInput   string
+	PushOutput  string
+	OrderInput  string
+	OrderOutput string
+	Audit       string
+	Group       string
+}
+
+// NewTopics returns the names under prefix: prefix+"push-events" and so on.
+func NewTopics(prefix string) *Topics {
+	return &Topics{
+		Prefix:      prefix,
+		PushInput:   prefix + "push-events",
+		PushOutput:  prefix + "push-events.deduped",
+		OrderInput:  prefix + "order-events",
+		OrderOutput: prefix + "order-events.deduped",
+		Audit:       prefix + "dedup.audit",
+		Group:       prefix + "e2e",
+	}
+}
+
+// Inputs returns the input topics.
+func (tp *Topics) Inputs() []string { return []string{tp.PushInput, tp.OrderInput} }
+
+// Decided returns the topics every input ends in: outputs and audit.
+func (tp *Topics) Decided() []string { return []string{tp.PushOutput, tp.OrderOutput, tp.Audit} }
 
 // Config returns the YAML configuration the tests run kdedup with: push
 // keyed by header or body field under a tenant header, orders keyed by
 // UUID under a tenant field.
-func Config(brokers []string, stateDir, instance string, extra string) string {
+func (tp *Topics) Config(brokers []string, stateDir, instance string, extra string) string {
 	b := ""
 	if len(brokers) > 0 {
 		b = "brokers: [" + strings.Join(brokers, ", ") + "]\n"
 	}
-	return b + fmt.Sprintf(`group: e2e
+	return b + fmt.Sprintf(`group: %s
 instance_id: %s
 state_dir: %s
 audit_topic: %s
@@ -69,20 +97,25 @@ streams:
       - json: order_id
     scope: [json:tenant_id]
     key_format: uuid
-%s`, instance, stateDir, Audit, PushInput, PushOutput, PushTTL, OrderInput, OrderOutput, OrderTTL, extra)
+%s`, tp.Group, instance, stateDir, tp.Audit, tp.PushInput, tp.PushOutput, PushTTL, tp.OrderInput, tp.OrderOutput, OrderTTL, extra)
 }
 
 // Workload generates events. It is deterministic for a seed.
 type Workload struct {
+	tp    *Topics
 	rng   *rand.Rand
 	clock time.Time
 	sent  []*kgo.Record // first copies, for re-sending
 	n     int
 }
 
-// NewWorkload starts a workload whose event times begin at start.
-func NewWorkload(seed uint64, start time.Time) *Workload {
-	return &Workload{rng: rand.New(rand.NewPCG(seed, 0xdeadbeef)), clock: start}
+// NewWorkload starts a workload of n events on tp's inputs. Its event
+// times advance 1.1s a record on average and end about an hour before now:
+// Apache Kafka 4 refuses timestamps more than an hour ahead of its clock
+// (message.timestamp.after.max.ms), kfake none.
+func (tp *Topics) NewWorkload(seed uint64, n int) *Workload {
+	start := time.Now().Add(-time.Hour - time.Duration(n)*2*time.Second)
+	return &Workload{tp: tp, rng: rand.New(rand.NewPCG(seed, 0xdeadbeef)), clock: start}
 }
 
 // Next returns the next event: a new push or order event, an exact copy of
@@ -103,7 +136,7 @@ func (w *Workload) Next() *kgo.Record {
 			r.Value = append(bytes.TrimSuffix(r.Value, []byte("}")), []byte(fmt.Sprintf(`,"retry":%d}`, w.n))...)
 		case p < 38: // re-sent after the key's ttl: first-seen again
 			ttl := PushTTL
-			if r.Topic == OrderInput {
+			if r.Topic == w.tp.OrderInput {
 				ttl = OrderTTL
 			}
 			r.Timestamp = orig.Timestamp.Add(ttl + time.Second)
@@ -111,7 +144,7 @@ func (w *Workload) Next() *kgo.Record {
 				r.Timestamp = w.clock
 			}
 		default: // the same key under another tenant
-			if r.Topic == PushInput {
+			if r.Topic == w.tp.PushInput {
 				setHeader(r, "tenant-id", fmt.Sprintf("tenant-%d", 100+w.rng.IntN(3)))
 			} else {
 				r.Value = bytes.Replace(r.Value, []byte(`"tenant_id":"`), []byte(`"tenant_id":"x`), 1)
@@ -124,7 +157,7 @@ func (w *Workload) Next() *kgo.Record {
 	if w.rng.IntN(2) == 0 {
 		key := fmt.Sprintf("push-%d-%d", w.n, w.rng.IntN(1e9))
 		body := fmt.Sprintf(`{"user_id":%d,"template_id":"welcome","body":"hello %d"`, w.rng.IntN(1000), w.n)
-		r = &kgo.Record{Topic: PushInput, Key: []byte(key), Headers: []kgo.RecordHeader{{Key: "tenant-id", Value: []byte(tenant)}}}
+		r = &kgo.Record{Topic: w.tp.PushInput, Key: []byte(key), Headers: []kgo.RecordHeader{{Key: "tenant-id", Value: []byte(tenant)}}}
 		switch q := w.rng.IntN(100); {
 		case q < 50:
 			setHeader(r, "Idempotency-Key", key)
@@ -143,7 +176,7 @@ func (w *Workload) Next() *kgo.Record {
 		}
 	} else {
 		id := fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", w.rng.Uint32(), w.rng.IntN(1<<16), w.rng.IntN(1<<12), w.rng.IntN(1<<12), w.rng.Uint64()&(1<<48-1))
-		r = &kgo.Record{Topic: OrderInput, Key: []byte(id)}
+		r = &kgo.Record{Topic: w.tp.OrderInput, Key: []byte(id)}
 		body := fmt.Sprintf(`{"tenant_id":"%s","amount":%d,"currency":"EUR"`, tenant, w.rng.IntN(10000))
 		switch q := w.rng.IntN(100); {
 		case q < 45:
@@ -207,11 +240,12 @@ type partModel struct {
 // Model decides input records as DESIGN.md 6.3 says, for Config's two
 // streams, in each partition's offset order.
 type Model struct {
+	tp    *Topics
 	parts map[string]*partModel
 }
 
-// NewModel returns an empty model.
-func NewModel() *Model { return &Model{parts: map[string]*partModel{}} }
+// NewModel returns an empty model of tp's streams.
+func (tp *Topics) NewModel() *Model { return &Model{tp: tp, parts: map[string]*partModel{}} }
 
 func header(r *kgo.Record, k string) (string, bool) {
 	v, ok := "", false
@@ -265,7 +299,7 @@ func (m *Model) Decide(r *kgo.Record) Expect {
 
 	var headerName, jsonPath, scope string
 	var ttl time.Duration
-	if r.Topic == PushInput {
+	if r.Topic == m.tp.PushInput {
 		headerName, jsonPath, ttl = "Idempotency-Key", "data.resubmitCheckKey", PushTTL
 		scope, _ = header(r, "tenant-id")
 	} else {
@@ -287,7 +321,7 @@ func (m *Model) Decide(r *kgo.Record) Expect {
 		return Expect{Reason: "malformed"}
 	case !ok:
 		return Expect{Reason: "missing_key"}
-	case r.Topic == PushInput && len(key) > 64, r.Topic == OrderInput && !uuidRE.MatchString(key):
+	case r.Topic == m.tp.PushInput && len(key) > 64, r.Topic == m.tp.OrderInput && !uuidRE.MatchString(key):
 		return Expect{Reason: "invalid_key", Key: key}
 	}
 	id := scope + "\x00" + key
@@ -372,7 +406,7 @@ func (r *Report) String() string {
 // audits: every first-seen input exactly once in its output, in input
 // order, byte-identical; every other input exactly once in the audit with
 // the model's reason, key and first-seen coordinates.
-func Check(inputs, outputs, audits []*kgo.Record) *Report {
+func (tp *Topics) Check(inputs, outputs, audits []*kgo.Record) *Report {
 	rep := &Report{ByReason: map[string]int{}, Inputs: len(inputs)}
 	sort.Slice(inputs, func(i, j int) bool {
 		if inputs[i].Topic != inputs[j].Topic {
@@ -383,7 +417,7 @@ func Check(inputs, outputs, audits []*kgo.Record) *Report {
 		}
 		return inputs[i].Offset < inputs[j].Offset
 	})
-	m := NewModel()
+	m := tp.NewModel()
 	wantOut := map[string][]*kgo.Record{} // output topic/partition -> expected records in order
 	wantAudit := map[string]Expect{}      // source coordinates -> expectation
 	for _, in := range inputs {
@@ -391,9 +425,9 @@ func Check(inputs, outputs, audits []*kgo.Record) *Report {
 		rep.ByReason[e.Reason]++
 		src := fmt.Sprintf("%s/%d/%d", in.Topic, in.Partition, in.Offset)
 		if e.Reason == "first_seen" {
-			out := PushOutput
-			if in.Topic == OrderInput {
-				out = OrderOutput
+			out := tp.PushOutput
+			if in.Topic == tp.OrderInput {
+				out = tp.OrderOutput
 			}
 			k := fmt.Sprintf("%s/%d", out, in.Partition)
 			wantOut[k] = append(wantOut[k], in)
