@@ -10,7 +10,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kdedup/kdedup/config"
@@ -81,10 +80,12 @@ type Options struct {
 	ClientOpts []kgo.Opt
 	// MaxPollRecords caps the records one poll returns. Default: 10,000.
 	MaxPollRecords int
-	// MaxMessageBytes sizes producer batches per topic: each output's and
-	// the audit topic's max.message.bytes (producer.MaxMessageBytes).
-	// Topics not in it get producer.DefaultMaxMessageBytes.
-	MaxMessageBytes map[string]int32
+	// Limits is what each output topic and the audit topic refuse
+	// (producer.TopicLimits): producer batches are sized to their
+	// max.message.bytes, and records they would refuse are audited
+	// instead of produced. A topic not in it has the zero Limits: no
+	// bounds known, batches of producer.DefaultMaxMessageBytes.
+	Limits map[string]producer.Limits
 }
 
 // ErrOptions is returned by New for unusable options.
@@ -113,11 +114,11 @@ type Processor struct {
 	restores atomic.Int32
 
 	// Per transaction.
-	failed   atomic.Bool    // a produce failed: the transaction must abort
-	failMu   sync.Mutex     // guards failErr and oversize
-	failErr  error          // the first produce failure
-	oversize map[coord]bool // input records whose output a topic refused as too large
-	hdrs     []dedup.Header // scratch
+	failed   atomic.Bool     // a produce failed: the transaction must abort
+	failMu   sync.Mutex      // guards failErr and refusals
+	failErr  error           // the first produce failure
+	refusals map[coord]error // input records whose output or audit record a topic refused, with the error; pruned on commit
+	hdrs     []dedup.Header  // scratch
 	txnStart time.Time
 	txnRecs  int
 	inTxn    bool
@@ -195,7 +196,7 @@ func New(opts Options) (*Processor, error) {
 		obs:      opts.Observer,
 		streams:  map[string]*streamRun{},
 		parts:    map[tp]*partState{},
-		oversize: map[coord]bool{},
+		refusals: map[coord]error{},
 		txnID:    opts.Group + "-" + opts.InstanceID,
 	}
 	if p.obs == nil {
@@ -251,12 +252,7 @@ func (p *Processor) groupOpts() []kgo.Opt {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.ProducerBatchMaxBytesFn(func(topic string) int32 {
-			if n, ok := p.opts.MaxMessageBytes[topic]; ok {
-				return n
-			}
-			return producer.DefaultMaxMessageBytes
-		}),
+		kgo.ProducerBatchMaxBytesFn(func(topic string) int32 { return p.opts.Limits[topic].BatchBytes() }),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(true, m) }),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(false, m) }),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(false, m) }),
@@ -623,18 +619,30 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, r *kgo.
 	p.obs.Decided(st.s.Rules.Name(), d.Reason)
 	at := coord{tp: st.tp, offset: r.Offset}
 	var out *kgo.Record
-	switch {
-	case d.Reason != dedup.FirstSeen:
-		out = producer.Audit(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), &d)
-	case p.refused(at):
-		// The output refused it before as too large: audit it instead.
-		out = producer.Refused(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), st.s.Output, &d)
-	default:
+	now := time.Now()
+	if d.Reason == dedup.FirstSeen {
 		out = producer.Output(r, st.s.Output, st.s.outParts, st.s.inParts)
+		err := p.refused(at)
+		if err == nil {
+			err = p.opts.Limits[out.Topic].Refuses(out, now)
+		}
+		if err != nil {
+			// The output refused it before, or would: audit it instead.
+			out = producer.Refused(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), st.s.Output, &d, err)
+		}
+	} else {
+		out = producer.Audit(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), &d)
 	}
-	if out.Topic == p.opts.AuditTopic && p.refused(coord{tp: st.tp, offset: r.Offset, audit: true}) {
-		// The audit refused it too: audit it without its value.
-		out = producer.WithoutValue(out)
+	if out.Topic == p.opts.AuditTopic {
+		err := p.refused(coord{tp: st.tp, offset: r.Offset, audit: true})
+		if err == nil {
+			err = p.opts.Limits[out.Topic].Refuses(out, now)
+		}
+		if err != nil {
+			// The audit refused it too, or would: audit what it can
+			// take.
+			out = producer.Repaired(out, err, now)
+		}
 	}
 	isAudit := out.Topic == p.opts.AuditTopic
 	// Not ctx: a shutdown must finish the open transaction (End commits
@@ -644,21 +652,34 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, r *kgo.
 		if err == nil {
 			return
 		}
-		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
+		if producer.Refusal(err) && p.opts.Limits[out.Topic].Culprit(out, err, time.Now()) {
 			p.failMu.Lock()
-			p.oversize[coord{tp: at.tp, offset: at.offset, audit: isAudit}] = true
+			p.refusals[coord{tp: at.tp, offset: at.offset, audit: isAudit}] = err
 			p.failMu.Unlock()
-			err = fmt.Errorf("%s refused the record of %s/%d/%d as too large: %w", out.Topic, at.topic, at.partition, at.offset, err)
+			err = fmt.Errorf("%s refused the record of %s/%d/%d: %w", out.Topic, at.topic, at.partition, at.offset, err)
 		}
 		p.fail(err)
 	})
 	return nil
 }
 
-func (p *Processor) refused(c coord) bool {
+// refused returns the error a topic refused c's record with, or nil.
+func (p *Processor) refused(c coord) error {
 	p.failMu.Lock()
 	defer p.failMu.Unlock()
-	return p.oversize[c]
+	return p.refusals[c]
+}
+
+// forgetRefusals drops the refusals of st's records below its committed
+// offset: those records are decided for good.
+func (p *Processor) forgetRefusals(st *partState) {
+	p.failMu.Lock()
+	defer p.failMu.Unlock()
+	for c := range p.refusals {
+		if c.tp == st.tp && c.offset < st.next {
+			delete(p.refusals, c)
+		}
+	}
 }
 
 // fail marks the open transaction as failed: it will abort.
@@ -727,6 +748,7 @@ func (p *Processor) end(ctx context.Context, c client) error {
 			st.check = true
 			continue
 		}
+		p.forgetRefusals(st)
 		if err := st.batch.Commit(st.next, 0); err != nil {
 			// The state lags the broker now: the next record replays
 			// the gap.

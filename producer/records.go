@@ -1,8 +1,11 @@
 package producer
 
 import (
+	"errors"
 	"strconv"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kdedup/kdedup/dedup"
@@ -21,13 +24,39 @@ const (
 	// is audited without its value rather than lost.
 	HeaderValueDropped = "dedup.value_dropped"
 	// HeaderRefused is set, to the refusing topic, on an audit record of a
-	// first-seen record its output topic refused (too large).
+	// first-seen record its output topic refused.
 	HeaderRefused = "dedup.refused_by"
+	// HeaderRefusedError is set, to the broker's error code name (such as
+	// INVALID_TIMESTAMP), on an audit record of a first-seen record its
+	// output topic refused.
+	HeaderRefusedError = "dedup.refused_error"
+	// HeaderOriginalTS is set, to the record's own timestamp (Unix
+	// milliseconds), on an audit record whose timestamp the audit topic
+	// refused: it is audited with the time of auditing instead.
+	HeaderOriginalTS = "dedup.original_ts"
 	// ReasonTooLarge is the dedup.reason of a first-seen record its output
 	// topic refused as too large: it is audited instead (its key stays
 	// first-seen, so copies of it are audited as duplicates).
 	ReasonTooLarge = "too_large"
+	// ReasonRefused is the dedup.reason of a first-seen record its output
+	// topic refused for another property of the record itself: a timestamp
+	// outside the topic's message.timestamp.before/after.max.ms, or a
+	// record the topic cannot take (a compacted output and no key).
+	ReasonRefused = "refused"
 )
+
+// Refusal reports whether err, a record's produce error, is a broker
+// refusing that record for what it is: producing the same record again
+// fails the same way, so retrying would loop. These are MESSAGE_TOO_LARGE,
+// RECORD_LIST_TOO_LARGE, INVALID_TIMESTAMP and INVALID_RECORD.
+func Refusal(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) ||
+		errors.Is(err, kerr.InvalidTimestamp) || errors.Is(err, kerr.InvalidRecord)
+}
+
+func tooLarge(err error) bool {
+	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)
+}
 
 // Output returns the output record for in: the same key, value, headers
 // and timestamp, partitioned as the package doc says. partitions is the
@@ -90,27 +119,55 @@ func Audit(in *kgo.Record, topic string, partitions int32, stream string, d *ded
 }
 
 // Refused returns the audit record of first-seen record in that the output
-// topic refused as too large.
-func Refused(in *kgo.Record, topic string, partitions int32, stream, output string, d *dedup.Decision) *kgo.Record {
+// topic refused with err (a Refusal): reason too_large for its size,
+// refused otherwise, with the refusing topic and the broker's error.
+func Refused(in *kgo.Record, topic string, partitions int32, stream, output string, d *dedup.Decision, err error) *kgo.Record {
 	r := Audit(in, topic, partitions, stream, d)
+	reason := ReasonRefused
+	if tooLarge(err) {
+		reason = ReasonTooLarge
+	}
 	for i := range r.Headers {
 		if r.Headers[i].Key == HeaderReason {
-			r.Headers[i].Value = []byte(ReasonTooLarge)
+			r.Headers[i].Value = []byte(reason)
 		}
 	}
-	r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderRefused, Value: []byte(output)})
+	r.Headers = append(r.Headers,
+		kgo.RecordHeader{Key: HeaderRefused, Value: []byte(output)},
+		kgo.RecordHeader{Key: HeaderRefusedError, Value: []byte(errorName(err))})
 	return r
 }
 
-// WithoutValue returns a copy of audit record r with its value dropped and
-// the HeaderValueDropped header set: what is audited when the audit topic
-// refuses the full record.
-func WithoutValue(r *kgo.Record) *kgo.Record {
+// Repaired returns a copy of audit record r that the audit topic can take
+// after refusing r with err (a Refusal): too large, r without its value
+// and with HeaderValueDropped; an invalid timestamp, r stamped now with
+// HeaderOriginalTS. Other refusals leave r as it is: the audit topic
+// itself is misconfigured, and the transaction aborts until it is fixed.
+func Repaired(r *kgo.Record, err error, now time.Time) *kgo.Record {
 	c := *r
-	c.Value = nil
-	c.Headers = append(append([]kgo.RecordHeader(nil), r.Headers...),
-		kgo.RecordHeader{Key: HeaderValueDropped, Value: strconv.AppendInt(nil, int64(len(r.Value)), 10)})
+	c.Headers = append([]kgo.RecordHeader(nil), r.Headers...)
+	switch {
+	case tooLarge(err):
+		c.Value = nil
+		c.Headers = append(c.Headers, kgo.RecordHeader{Key: HeaderValueDropped, Value: strconv.AppendInt(nil, int64(len(r.Value)), 10)})
+	case errors.Is(err, kerr.InvalidTimestamp):
+		c.Timestamp = now
+		c.Headers = append(c.Headers, kgo.RecordHeader{Key: HeaderOriginalTS, Value: strconv.AppendInt(nil, r.Timestamp.UnixMilli(), 10)})
+	}
 	return &c
+}
+
+// errorName is the Kafka error code name of err (INVALID_TIMESTAMP), or
+// its text when it carries none.
+func errorName(err error) string {
+	var ke *kerr.Error
+	if errors.As(err, &ke) {
+		return ke.Message
+	}
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func coordinates(topic string, partition int32, offset int64) []byte {

@@ -1,8 +1,12 @@
 package producer
 
 import (
+	"errors"
+	"fmt"
 	"testing"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kdedup/kdedup/dedup"
@@ -98,5 +102,58 @@ func TestOutputPartition(t *testing.T) {
 	out := Output(&kgo.Record{Topic: "a", Partition: 1, Key: []byte("k"), Value: []byte("v"), Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("x")}}}, "b", 4, 4)
 	if out.Topic != "b" || out.Partition != 1 || string(out.Value) != "v" || len(out.Headers) != 1 {
 		t.Errorf("output %+v", out)
+	}
+}
+
+// TestRefusals: which produce errors refuse a record for good, and what is
+// audited instead of a refused output and a refused audit record.
+func TestRefusals(t *testing.T) {
+	in := &kgo.Record{Topic: "push-events", Partition: 1, Offset: 8, Key: []byte("k"), Value: []byte("value"), Timestamp: time.UnixMilli(1700000000123)}
+	d := dedup.Decision{Reason: dedup.FirstSeen, Key: []byte("abc")}
+	now := time.UnixMilli(1800000000000)
+	cases := []struct {
+		err          error
+		refusal      bool
+		reason       string // Refused's dedup.reason
+		code         string // dedup.refused_error
+		droppedValue bool   // Repaired drops the value
+		restamped    bool   // Repaired stamps now
+	}{
+		{kerr.MessageTooLarge, true, "too_large", "MESSAGE_TOO_LARGE", true, false},
+		{fmt.Errorf("wrapped: %w", kerr.RecordListTooLarge), true, "too_large", "RECORD_LIST_TOO_LARGE", true, false},
+		{kerr.InvalidTimestamp, true, "refused", "INVALID_TIMESTAMP", false, true},
+		{kerr.InvalidRecord, true, "refused", "INVALID_RECORD", false, false},
+		{kerr.RequestTimedOut, false, "", "", false, false},
+		{kerr.NotLeaderForPartition, false, "", "", false, false},
+		{errors.New("connection reset"), false, "", "", false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.err.Error(), func(t *testing.T) {
+			if got := Refusal(tc.err); got != tc.refusal {
+				t.Fatalf("Refusal = %v, want %v", got, tc.refusal)
+			}
+			if !tc.refusal {
+				return
+			}
+			r := Refused(in, "dedup.audit", 3, "push", "push-events.deduped", &d, tc.err)
+			for k, want := range map[string]string{HeaderReason: tc.reason, HeaderRefused: "push-events.deduped", HeaderRefusedError: tc.code, HeaderSource: "push-events/1/8", HeaderKey: "abc"} {
+				if got, n := header(r, k); got != want || n != 1 {
+					t.Errorf("%s = %q (%d times), want %q", k, got, n, want)
+				}
+			}
+			fixed := Repaired(r, tc.err, now)
+			if _, n := header(r, HeaderValueDropped); n != 0 || string(r.Value) != "value" {
+				t.Fatal("Repaired changed its argument")
+			}
+			if dropped, n := header(fixed, HeaderValueDropped); tc.droppedValue != (n == 1 && fixed.Value == nil && dropped == "5") {
+				t.Errorf("value dropped: %q %q, want dropped=%v", fixed.Value, dropped, tc.droppedValue)
+			}
+			if orig, n := header(fixed, HeaderOriginalTS); tc.restamped != (n == 1 && fixed.Timestamp.Equal(now) && orig == "1700000000123") {
+				t.Errorf("timestamp %v original %q, want restamped=%v", fixed.Timestamp, orig, tc.restamped)
+			}
+			if !tc.restamped && !fixed.Timestamp.Equal(in.Timestamp) {
+				t.Errorf("timestamp changed to %v", fixed.Timestamp)
+			}
+		})
 	}
 }

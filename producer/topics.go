@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // StreamTopics names one stream's input and output.
@@ -223,31 +225,163 @@ func create(ctx context.Context, adm *kadm.Client, n int32, topics ...string) (c
 // 1MiB.
 const DefaultMaxMessageBytes = 1000012
 
-// MaxMessageBytes returns the max.message.bytes of each of topics: the
-// largest record batch each accepts. Producer batches are sized to it per
-// topic, so that only a record that is itself too large is refused, never
-// a batch of small ones.
-func MaxMessageBytes(ctx context.Context, adm *kadm.Client, topics ...string) (map[string]int32, error) {
+// Limits is what a topic refuses by its configuration, so that kdedup can
+// route a record the topic would refuse before producing it: a refused
+// record fails its whole producer batch, and with it every other record of
+// the batch.
+type Limits struct {
+	// MaxMessageBytes is the topic's max.message.bytes: the largest record
+	// batch it accepts. Producer batches are sized to it, so that only a
+	// record that is itself too large is refused. 0: unknown, and
+	// DefaultMaxMessageBytes is used.
+	MaxMessageBytes int32
+	// TimestampBefore and TimestampAfter bound how far a record's
+	// timestamp may be behind or ahead of the broker's clock
+	// (message.timestamp.before.max.ms and after.max.ms; Apache Kafka 4
+	// defaults the latter to one hour). 0: no bound, as under
+	// message.timestamp.type LogAppendTime, where the broker stamps
+	// records itself.
+	TimestampBefore, TimestampAfter time.Duration
+	// Compacted is a cleanup.policy with compact: the topic refuses
+	// records without a key (INVALID_RECORD).
+	Compacted bool
+}
+
+// RefusalMargin is how near a timestamp bound a record's timestamp must be
+// for kdedup to blame a refused batch's INVALID_TIMESTAMP on it: the
+// broker's clock and kdedup's may differ by this much.
+const RefusalMargin = time.Minute
+
+// Refuses returns the error the topic would refuse r with when the clock
+// reads now — kerr.InvalidTimestamp or kerr.InvalidRecord — or nil.
+// Records it refuses are audited (ReasonRefused) without being produced:
+// in a batch they would fail every record with them.
+func (l Limits) Refuses(r *kgo.Record, now time.Time) error {
+	switch {
+	case !l.AcceptsTime(r.Timestamp, now, 0):
+		return kerr.InvalidTimestamp
+	case l.Compacted && r.Key == nil:
+		return kerr.InvalidRecord
+	}
+	return nil
+}
+
+// Culprit reports whether the refusal err (a Refusal) of the batch that
+// carried r is r's own doing, judged at now: a broker refuses whole
+// batches, innocent records with the guilty. A record too large always is
+// (batches are sized so that it travels alone); an INVALID_TIMESTAMP is
+// r's if r's timestamp is within RefusalMargin of a bound or past it, or
+// if the topic has no bounds kdedup knows of; an INVALID_RECORD is r's if
+// r has no key for a compacted topic, or if the topic is not known to be
+// compacted.
+func (l Limits) Culprit(r *kgo.Record, err error, now time.Time) bool {
+	switch {
+	case errors.Is(err, kerr.InvalidTimestamp):
+		return (l.TimestampAfter == 0 && l.TimestampBefore == 0) || !l.AcceptsTime(r.Timestamp, now, RefusalMargin)
+	case errors.Is(err, kerr.InvalidRecord):
+		return !l.Compacted || r.Key == nil
+	}
+	return Refusal(err)
+}
+
+// BatchBytes returns the producer batch size for the topic.
+func (l Limits) BatchBytes() int32 {
+	if l.MaxMessageBytes > 0 {
+		return l.MaxMessageBytes
+	}
+	return DefaultMaxMessageBytes
+}
+
+// AcceptsTime reports whether the topic takes a record stamped ts when
+// the broker's clock reads now, with margin to spare on either bound: a
+// margin > 0 asks whether ts is clearly within the bounds, for clocks that
+// differ.
+func (l Limits) AcceptsTime(ts, now time.Time, margin time.Duration) bool {
+	if l.TimestampAfter > 0 && ts.After(now.Add(l.TimestampAfter-margin)) {
+		return false
+	}
+	if l.TimestampBefore > 0 && ts.Before(now.Add(-l.TimestampBefore+margin)) {
+		return false
+	}
+	return true
+}
+
+// TopicLimits returns the Limits of each of topics from their
+// configuration. A broker may not know a topic created a moment ago
+// (Apache Kafka answers UNKNOWN_TOPIC_OR_PARTITION until its metadata
+// catches up): that and failed requests are retried, 100ms doubling to
+// 2s, until timeout.
+func TopicLimits(ctx context.Context, adm *kadm.Client, timeout time.Duration, topics ...string) (map[string]Limits, error) {
+	deadline := time.Now().Add(timeout)
+	backoff := 100 * time.Millisecond
+	for {
+		out, err := topicLimits(ctx, adm, topics...)
+		if err == nil || time.Now().After(deadline) {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func topicLimits(ctx context.Context, adm *kadm.Client, topics ...string) (map[string]Limits, error) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	rcs, err := adm.DescribeTopicConfigs(rctx, topics...)
 	if err != nil {
 		return nil, fmt.Errorf("describing topic configs: %w", err)
 	}
-	out := map[string]int32{}
+	out := map[string]Limits{}
 	for _, rc := range rcs {
 		if rc.Err != nil {
 			return nil, fmt.Errorf("describing %s: %w", rc.Name, rc.Err)
 		}
+		cfg := map[string]string{}
 		for _, c := range rc.Configs {
-			if c.Key != "max.message.bytes" || c.Value == nil {
-				continue
-			}
-			var n int32
-			if _, err := fmt.Sscan(*c.Value, &n); err == nil && n > 0 {
-				out[rc.Name] = n
+			if c.Value != nil {
+				cfg[c.Key] = *c.Value
 			}
 		}
+		out[rc.Name] = limitsOf(cfg)
 	}
 	return out, nil
+}
+
+// limitsOf reads Limits from a topic's configuration.
+func limitsOf(cfg map[string]string) Limits {
+	var l Limits
+	if n, err := strconv.ParseInt(cfg["max.message.bytes"], 10, 32); err == nil && n > 0 {
+		l.MaxMessageBytes = int32(n)
+	}
+	l.Compacted = strings.Contains(cfg["cleanup.policy"], "compact")
+	if cfg["message.timestamp.type"] == "LogAppendTime" {
+		return l
+	}
+	ms := func(k string) (time.Duration, bool) {
+		n, err := strconv.ParseInt(cfg[k], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		// Long.MAX_VALUE (the default of Kafka 3.6 to 3.9) and anything
+		// past a century means no bound.
+		if n <= 0 || n > 100*365*24*3600*1000 {
+			return 0, true
+		}
+		return time.Duration(n) * time.Millisecond, true
+	}
+	// Kafka before 3.6 had one bound for both directions.
+	if d, ok := ms("message.timestamp.difference.max.ms"); ok {
+		l.TimestampBefore, l.TimestampAfter = d, d
+	}
+	if d, ok := ms("message.timestamp.before.max.ms"); ok {
+		l.TimestampBefore = d
+	}
+	if d, ok := ms("message.timestamp.after.max.ms"); ok {
+		l.TimestampAfter = d
+	}
+	return l
 }

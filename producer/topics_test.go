@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -97,5 +98,114 @@ func TestEnsureTopicsNamesDeadBrokers(t *testing.T) {
 	}
 	if d := time.Since(start); d > 20*time.Second {
 		t.Fatalf("gave up after %v", d)
+	}
+}
+
+func TestLimitsOf(t *testing.T) {
+	const h = time.Hour
+	for _, tc := range []struct {
+		name string
+		cfg  map[string]string
+		want Limits
+	}{
+		{"kafka 4 defaults", map[string]string{"max.message.bytes": "1048588", "message.timestamp.type": "CreateTime", "message.timestamp.before.max.ms": "9223372036854775807", "message.timestamp.after.max.ms": "3600000", "cleanup.policy": "delete"},
+			Limits{MaxMessageBytes: 1048588, TimestampAfter: h}},
+		{"kafka 3.9 defaults", map[string]string{"max.message.bytes": "1048588", "message.timestamp.difference.max.ms": "9223372036854775807", "message.timestamp.before.max.ms": "9223372036854775807", "message.timestamp.after.max.ms": "9223372036854775807"},
+			Limits{MaxMessageBytes: 1048588}},
+		{"kafka 3.5 difference", map[string]string{"message.timestamp.difference.max.ms": "7200000"}, Limits{TimestampBefore: 2 * h, TimestampAfter: 2 * h}},
+		{"before and after", map[string]string{"message.timestamp.before.max.ms": "60000", "message.timestamp.after.max.ms": "1000"}, Limits{TimestampBefore: time.Minute, TimestampAfter: time.Second}},
+		{"log append time", map[string]string{"message.timestamp.type": "LogAppendTime", "message.timestamp.after.max.ms": "1000", "max.message.bytes": "2048"}, Limits{MaxMessageBytes: 2048}},
+		{"compacted", map[string]string{"cleanup.policy": "compact,delete"}, Limits{Compacted: true}},
+		{"garbage", map[string]string{"max.message.bytes": "lots", "message.timestamp.after.max.ms": "-5"}, Limits{}},
+		{"nothing", nil, Limits{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := limitsOf(tc.cfg); got != tc.want {
+				t.Fatalf("limitsOf = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	if (Limits{}).BatchBytes() != DefaultMaxMessageBytes || (Limits{MaxMessageBytes: 5}).BatchBytes() != 5 {
+		t.Fatal("BatchBytes")
+	}
+}
+
+// TestRefusesAndCulprit: which records a topic's limits refuse up front,
+// and which records of a refused batch the refusal is blamed on.
+func TestRefusesAndCulprit(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	l := Limits{TimestampBefore: 24 * time.Hour, TimestampAfter: time.Hour, Compacted: true}
+	rec := func(dt time.Duration, key string) *kgo.Record {
+		r := &kgo.Record{Timestamp: now.Add(dt)}
+		if key != "" {
+			r.Key = []byte(key)
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		name    string
+		r       *kgo.Record
+		refuses error
+		culprit map[error]bool // for a batch refused with the key
+	}{
+		{"now", rec(0, "k"), nil, map[error]bool{kerr.InvalidTimestamp: false, kerr.InvalidRecord: false, kerr.MessageTooLarge: true}},
+		{"just inside after", rec(time.Hour-time.Second, "k"), nil, map[error]bool{kerr.InvalidTimestamp: true}},
+		{"past after", rec(time.Hour+time.Millisecond, "k"), kerr.InvalidTimestamp, map[error]bool{kerr.InvalidTimestamp: true}},
+		{"just inside before", rec(-24*time.Hour+time.Second, "k"), nil, map[error]bool{kerr.InvalidTimestamp: true}},
+		{"past before", rec(-25*time.Hour, "k"), kerr.InvalidTimestamp, map[error]bool{kerr.InvalidTimestamp: true}},
+		{"an hour old", rec(-time.Hour, "k"), nil, map[error]bool{kerr.InvalidTimestamp: false}},
+		{"keyless", rec(0, ""), kerr.InvalidRecord, map[error]bool{kerr.InvalidRecord: true, kerr.InvalidTimestamp: false}},
+		{"not a refusal", rec(0, ""), kerr.InvalidRecord, map[error]bool{kerr.RequestTimedOut: false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := l.Refuses(tc.r, now); got != tc.refuses {
+				t.Errorf("Refuses = %v, want %v", got, tc.refuses)
+			}
+			for err, want := range tc.culprit {
+				if got := l.Culprit(tc.r, err, now); got != want {
+					t.Errorf("Culprit(%v) = %v, want %v", err, got, want)
+				}
+			}
+		})
+	}
+	// Limits kdedup does not know blame every record of a refused batch:
+	// wrongly auditing an innocent record beats aborting forever.
+	var unknown Limits
+	if unknown.Refuses(rec(100*time.Hour, ""), now) != nil {
+		t.Error("unknown limits refused a record")
+	}
+	if !unknown.Culprit(rec(0, "k"), kerr.InvalidTimestamp, now) || !unknown.Culprit(rec(0, "k"), kerr.InvalidRecord, now) {
+		t.Error("unknown limits blamed nobody")
+	}
+}
+
+func TestTopicLimits(t *testing.T) {
+	c := kfake.MustCluster(kfake.NumBrokers(1))
+	defer c.Close()
+	adm := admin(t, c.ListenAddrs()...)
+	ctx := context.Background()
+	after, compact, size := "1000", "compact", "2048"
+	if _, err := adm.CreateTopics(ctx, 1, 1, map[string]*string{"message.timestamp.after.max.ms": &after, "cleanup.policy": &compact, "max.message.bytes": &size}, "strict"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CreateTopics(ctx, 1, 1, nil, "plain"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := TopicLimits(ctx, adm, 5*time.Second, "strict", "plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Limits{MaxMessageBytes: 2048, TimestampAfter: time.Second, Compacted: true}); got["strict"] != want {
+		t.Errorf("strict: %+v, want %+v", got["strict"], want)
+	}
+	if got["plain"].Compacted || got["plain"].MaxMessageBytes <= 0 {
+		t.Errorf("plain: %+v", got["plain"])
+	}
+	start := time.Now()
+	if _, err := TopicLimits(ctx, adm, 300*time.Millisecond, "missing"); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("a missing topic: %v", err)
+	}
+	if time.Since(start) < 300*time.Millisecond {
+		t.Fatal("a missing topic was not retried until the timeout")
 	}
 }

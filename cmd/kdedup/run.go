@@ -16,6 +16,7 @@ import (
 
 	"github.com/kdedup/kdedup/admin"
 	"github.com/kdedup/kdedup/config"
+	"github.com/kdedup/kdedup/connect"
 	"github.com/kdedup/kdedup/consumer"
 	"github.com/kdedup/kdedup/dedup"
 	"github.com/kdedup/kdedup/embedded"
@@ -87,6 +88,12 @@ type served struct {
 // processor.
 func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts serveOptions) error {
 	brokers := cfg.Brokers
+	// Validate refuses SASL and TLS without brokers: the embedded broker
+	// speaks plaintext.
+	secure, err := connect.Options(cfg.SASL, cfg.TLS)
+	if err != nil {
+		return err
+	}
 	createInputs := int32(0)
 	if len(brokers) == 0 {
 		b, err := embedded.Start(filepath.Join(cfg.StateDir, "broker"), opts.port, embeddedPartitions, log)
@@ -125,19 +132,22 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		}
 	}()
 
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.MetadataMinAge(250*time.Millisecond))
+	admCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.MetadataMinAge(250 * time.Millisecond)}, secure...)...)
 	if err != nil {
 		return fmt.Errorf("brokers %v: %w", brokers, err)
 	}
 	adm := kadm.NewClient(admCl)
 	parts, err := producer.EnsureTopics(ctx, adm, plan, brokers, time.Minute, log)
-	var maxBytes map[string]int32
+	var limits map[string]producer.Limits
 	if err == nil {
 		written := []string{cfg.AuditTopic}
 		for _, s := range cfg.Streams {
 			written = append(written, s.Output)
 		}
-		maxBytes, err = producer.MaxMessageBytes(ctx, adm, written...)
+		limits, err = producer.TopicLimits(ctx, adm, time.Minute, written...)
+		if limits[cfg.AuditTopic].Compacted {
+			log.Warn().Str("topic", cfg.AuditTopic).Msg("the audit topic is compacted: it keeps only the last audit record of each key and refuses records without one")
+		}
 	}
 	admCl.Close()
 	if err != nil {
@@ -162,18 +172,18 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 
 	metrics := admin.NewMetrics()
 	proc, err := consumer.New(consumer.Options{
-		Brokers:         brokers,
-		Group:           cfg.Group,
-		InstanceID:      cfg.InstanceID,
-		Guarantee:       cfg.Guarantee,
-		CommitInterval:  time.Duration(cfg.CommitInterval),
-		AuditTopic:      cfg.AuditTopic,
-		Streams:         streams,
-		Partitions:      parts,
-		Store:           store,
-		Log:             log,
-		Observer:        metrics,
-		MaxMessageBytes: maxBytes,
+		Brokers:        brokers,
+		Group:          cfg.Group,
+		InstanceID:     cfg.InstanceID,
+		Guarantee:      cfg.Guarantee,
+		CommitInterval: time.Duration(cfg.CommitInterval),
+		AuditTopic:     cfg.AuditTopic,
+		Streams:        streams,
+		Partitions:     parts,
+		Store:          store,
+		Log:            log,
+		Observer:       metrics,
+		Limits:         limits,
 	})
 	if err != nil {
 		return err
