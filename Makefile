@@ -41,7 +41,9 @@ kafka-down:
 test-kafka:
 	@KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh down >/dev/null
 	KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh up
-	KDEDUP_TEST_BROKERS=127.0.0.1:$(KAFKA_PORT) $(GO) test -count=1 -timeout 30m -v ./e2e; \
+	KDEDUP_TEST_BROKERS=127.0.0.1:$(KAFKA_PORT) \
+	KDEDUP_TEST_SECURE_BROKERS=127.0.0.1:$$(($(KAFKA_PORT)+2)) KDEDUP_TEST_CA=$(CURDIR)/.cache/kafka/certs/ca.pem \
+	$(GO) test -count=1 -timeout 30m -v ./e2e; \
 	status=$$?; KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh down; exit $$status
 
 fmt-check:

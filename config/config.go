@@ -22,6 +22,11 @@ type Config struct {
 	// the embedded Kafka-protocol broker on 127.0.0.1:9092 so that kdedup
 	// works on a machine with nothing else installed.
 	Brokers []string `yaml:"brokers"`
+	// SASL authenticates kdedup to the brokers. Default: none.
+	SASL SASL `yaml:"sasl"`
+	// TLS encrypts the connections to the brokers. Default: off
+	// (plaintext).
+	TLS TLS `yaml:"tls"`
 	// Group is the consumer group id and the prefix of the transactional id
 	// (<group>-<instance_id>). Default: "kdedup".
 	Group string `yaml:"group"`
@@ -64,6 +69,72 @@ type Config struct {
 	// Default: empty.
 	Ignored []string `yaml:"-"`
 }
+
+// SASL is the SASL authentication to the brokers. Every field needs
+// brokers: the embedded broker takes no SASL.
+type SASL struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (any case).
+	// Default: empty, no SASL. PLAIN sends the password as it is: use it
+	// with TLS.
+	Mechanism string `yaml:"mechanism"`
+	// Username is the SASL user. Required with a mechanism.
+	Username string `yaml:"username"`
+	// Password is the user's password. Exactly one of Password and
+	// PasswordFile is required with a mechanism. Rather than in the file,
+	// set it in the environment (KDEDUP_SASL_PASSWORD) or use
+	// PasswordFile. It is never logged, and printed redacted.
+	Password Secret `yaml:"password"`
+	// PasswordFile is a file holding the password (one trailing newline
+	// is ignored), as a mounted Kubernetes or Docker secret. Read when the
+	// configuration is loaded.
+	PasswordFile string `yaml:"password_file"`
+}
+
+// TLS is the TLS of the connections to the brokers. Setting any field
+// enables it; every field needs brokers.
+type TLS struct {
+	// Enabled turns TLS on with the system's root certificates and no
+	// client certificate. Default: false, unless another field is set.
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM file of the certificate authorities that verify the
+	// brokers. Default: the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a PEM client certificate and its key, for
+	// brokers that authenticate clients by certificate (mTLS). Both or
+	// neither. Default: none.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name the brokers' certificates must carry.
+	// Default: the host of each broker address.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify accepts any broker certificate: for tests only,
+	// it allows a man in the middle. Default: false.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// On reports whether TLS is enabled: Enabled or any other field set.
+func (t TLS) On() bool {
+	return t.Enabled || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.ServerName != "" || t.InsecureSkipVerify
+}
+
+// Secret is a string that is never shown: it prints, marshals and logs as
+// "[redacted]" (empty when empty).
+type Secret string
+
+// String returns "[redacted]", or "" for an empty secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// MarshalText redacts the secret, so that `kdedup check` and any
+// serialized configuration never carry it.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Reveal returns the secret itself, for the one place that uses it.
+func (s Secret) Reveal() string { return string(s) }
 
 // StateOptions size the Pebble store. Both are shared by every partition of
 // the instance.

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -196,6 +197,34 @@ func TestGoodFiles(t *testing.T) {
 		}
 		if !reflect.DeepEqual(c, want) {
 			t.Errorf("got  %+v\nwant %+v", c, want)
+		}
+	})
+
+	t.Run("security", func(t *testing.T) {
+		c := mustLoad(t, LoadOptions{File: "testdata/security.good.yaml", Env: []string{"KDEDUP_SASL_USERNAME=from-env"}})
+		want := SASL{Mechanism: SASLScramSHA512, Username: "from-env", PasswordFile: "testdata/secrets/password"}
+		if c.SASL != want {
+			t.Errorf("sasl = %+v, want %+v", c.SASL, want)
+		}
+		if !c.TLS.On() || c.TLS.Enabled || c.TLS.ServerName != "kafka.example.com" {
+			t.Errorf("tls = %+v: want it on through ca_file and server_name", c.TLS)
+		}
+		// The password from the environment, where it belongs; it never
+		// shows when the configuration is printed.
+		c = mustLoad(t, LoadOptions{File: "testdata/security.good.yaml", Env: []string{"KDEDUP_SASL_PASSWORD=hunter2"},
+			Overrides: []Override{{Path: "sasl.password_file", Value: ""}}})
+		if c.SASL.Password.Reveal() != "hunter2" {
+			t.Fatalf("password %q, want the environment's", c.SASL.Password.Reveal())
+		}
+		out, err := yaml.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), "hunter2") || !strings.Contains(string(out), "password: '[redacted]'") {
+			t.Errorf("printed configuration:\n%s", out)
+		}
+		if s := fmt.Sprintf("%v %+v %s", c.SASL.Password, c.SASL, c.SASL.Password); strings.Contains(s, "hunter2") {
+			t.Errorf("formatted: %s", s)
 		}
 	})
 

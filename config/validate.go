@@ -28,10 +28,12 @@ const (
 // "<group>.changelog", guarantee exactly_once, commit_interval 100ms,
 // state.cache_size 64MiB, state.memtable_size 16MiB, and in every stream
 // output "<input>.deduped" (when input is set), ttl_mode fixed, key_format
-// any, and lateness the stream's ttl (when lateness is omitted).
+// any, and lateness the stream's ttl (when lateness is omitted); it
+// upper-cases sasl.mechanism.
 // Brokers and admin_addr stay empty when empty: the embedded broker, and no
 // admin listener. Calling it again changes nothing.
 func (c *Config) EnsureDefaults() {
+	c.SASL.Mechanism = strings.ToUpper(c.SASL.Mechanism)
 	if c.Group == "" {
 		c.Group = defaultGroup
 	}
@@ -132,6 +134,64 @@ func checkJSONPath(ps *[]Problem, path, p string) {
 	}
 }
 
+// SASL mechanisms (Config.SASL.Mechanism, upper-cased by EnsureDefaults).
+const (
+	SASLPlain       = "PLAIN"
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLScramSHA512 = "SCRAM-SHA-512"
+)
+
+// connectionProblems checks sasl and tls.
+func (c *Config) connectionProblems(add func(path, format string, args ...any)) {
+	fileExists := func(path, name string) {
+		if name == "" {
+			return
+		}
+		if st, err := os.Stat(name); err != nil {
+			add(path, "%v", err)
+		} else if st.IsDir() {
+			add(path, "%s is a directory", quote(name))
+		}
+	}
+	sa := c.SASL
+	switch sa.Mechanism {
+	case "":
+		if sa.Username != "" || sa.Password != "" || sa.PasswordFile != "" {
+			add("sasl.mechanism", "is required with sasl.username or a password: %s, %s or %s", SASLPlain, SASLScramSHA256, SASLScramSHA512)
+		}
+	case SASLPlain, SASLScramSHA256, SASLScramSHA512:
+		if len(c.Brokers) == 0 {
+			add("sasl.mechanism", "needs brokers: the embedded broker takes no SASL")
+		}
+		if sa.Username == "" {
+			add("sasl.username", "is required with sasl.mechanism")
+		}
+		switch {
+		case sa.Password == "" && sa.PasswordFile == "":
+			add("sasl.password", "is required with sasl.mechanism: set it, %s, or sasl.password_file", EnvName("sasl.password"))
+		case sa.Password != "" && sa.PasswordFile != "":
+			add("sasl.password_file", "set sasl.password or sasl.password_file, not both")
+		}
+	default:
+		add("sasl.mechanism", "must be %s, %s or %s, got %s", SASLPlain, SASLScramSHA256, SASLScramSHA512, quote(sa.Mechanism))
+	}
+	fileExists("sasl.password_file", sa.PasswordFile)
+
+	t := c.TLS
+	if t.On() && len(c.Brokers) == 0 {
+		add("tls", "needs brokers: the embedded broker takes no TLS")
+	}
+	fileExists("tls.ca_file", t.CAFile)
+	fileExists("tls.cert_file", t.CertFile)
+	fileExists("tls.key_file", t.KeyFile)
+	if t.CertFile != "" && t.KeyFile == "" {
+		add("tls.key_file", "is required with tls.cert_file")
+	}
+	if t.KeyFile != "" && t.CertFile == "" {
+		add("tls.cert_file", "is required with tls.key_file")
+	}
+}
+
 // problems lists every validation problem, roughly in field order.
 func (c *Config) problems() []Problem {
 	var ps []Problem
@@ -144,6 +204,7 @@ func (c *Config) problems() []Problem {
 			add(joinIndex("brokers", i), "is empty")
 		}
 	}
+	c.connectionProblems(add)
 	checkName(&ps, "group", "group id", c.Group)
 	badGroup := len(ps) > 0 && ps[len(ps)-1].Path == "group"
 	checkName(&ps, "instance_id", "instance id", c.InstanceID)

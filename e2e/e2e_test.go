@@ -49,6 +49,16 @@ type env struct {
 	bs   []string
 	tp   *e2e.Topics
 	fake *kfake.Cluster // nil on a real cluster
+	// secure are the client options (TLS, SASL) the cluster requires;
+	// security the matching kdedup configuration and password.
+	secure   []kgo.Opt
+	security string
+	password string
+}
+
+// conn returns the client options that reach the cluster.
+func (e *env) conn(extra ...kgo.Opt) []kgo.Opt {
+	return append(append([]kgo.Opt{kgo.SeedBrokers(e.bs...)}, e.secure...), extra...)
 }
 
 // realBrokers returns KDEDUP_TEST_BROKERS: the real cluster make
@@ -70,10 +80,23 @@ func setup(t *testing.T) *env {
 	if bs == nil {
 		return fakeSetup(t)
 	}
-	prefix := regexp.MustCompile(`[^A-Za-z0-9._-]`).ReplaceAllString(t.Name(), "_") + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "."
-	e := &env{bs: bs, tp: e2e.NewTopics(prefix)}
-	t.Logf("real cluster %v, topics and group under %q", bs, prefix)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(bs...))
+	e := &env{bs: bs, tp: e2e.NewTopics(prefixFor(t))}
+	t.Logf("real cluster %v, topics and group under %q", bs, e.tp.Prefix)
+	e.createInputs(t)
+	return e
+}
+
+// prefixFor returns a topic and group prefix of t's own on a shared
+// cluster: its name and the time.
+func prefixFor(t *testing.T) string {
+	return regexp.MustCompile(`[^A-Za-z0-9._-]`).ReplaceAllString(t.Name(), "_") + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "."
+}
+
+// createInputs creates the input topics on a real cluster (kfake seeds
+// them).
+func (e *env) createInputs(t *testing.T) {
+	t.Helper()
+	cl, err := kgo.NewClient(e.conn()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +110,6 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatalf("creating the input topics: %v", err)
 	}
-	return e
 }
 
 // fakeSetup starts an in-process kfake cluster with the input topics, for
@@ -109,7 +131,7 @@ func fakeSetup(t *testing.T) *env {
 
 // config returns kdedup's configuration for this test's cluster and names.
 func (e *env) config(t *testing.T, instance, extra string) string {
-	return e.tp.Config(e.bs, t.TempDir(), instance, extra)
+	return e.tp.Config(e.bs, t.TempDir(), instance, e.security+extra)
 }
 
 // instance is one running kdedup process.
@@ -165,7 +187,13 @@ func (l *logTail) String() string {
 // processing.
 func start(t *testing.T, cfg string) *instance {
 	t.Helper()
-	in := start0(t, cfg)
+	return startEnv(t, cfg, nil)
+}
+
+// startEnv is start with environment variables (NAME=value) added.
+func startEnv(t *testing.T, cfg string, env []string) *instance {
+	t.Helper()
+	in := start0(t, cfg, env...)
 	select {
 	case <-in.processing:
 	case err := <-in.done:
@@ -177,8 +205,9 @@ func start(t *testing.T, cfg string) *instance {
 	return in
 }
 
-// start0 runs kdedup with cfg and returns at once.
-func start0(t *testing.T, cfg string) *instance {
+// start0 runs kdedup with cfg and env added to the environment, and
+// returns at once.
+func start0(t *testing.T, cfg string, env ...string) *instance {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "kdedup.yaml")
@@ -191,6 +220,7 @@ func start0(t *testing.T, cfg string) *instance {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -253,8 +283,8 @@ func (in *instance) kill() {
 	<-in.done
 }
 
-func producerClient(t *testing.T, brokers []string) *kgo.Client {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(5*time.Millisecond))
+func producerClient(t *testing.T, e *env) *kgo.Client {
+	cl, err := kgo.NewClient(e.conn(kgo.ProducerLinger(5 * time.Millisecond))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,12 +323,12 @@ func (e *env) verify(t *testing.T, inputs int) *e2e.Report {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	in, err := e2e.ReadAll(ctx, e.bs, inputs, time.Second, e.tp.Inputs()...)
+	in, err := e2e.ReadAll(ctx, e.conn(), inputs, time.Second, e.tp.Inputs()...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Every input becomes exactly one output or audit record.
-	decided, err := e2e.ReadAll(ctx, e.bs, inputs, 2*time.Second, e.tp.Decided()...)
+	decided, err := e2e.ReadAll(ctx, e.conn(), inputs, 2*time.Second, e.tp.Decided()...)
 	if err != nil {
 		t.Logf("reading outputs: %v", err)
 	}
@@ -321,7 +351,7 @@ func TestExactlyOnce(t *testing.T) {
 	in := start(t, e.config(t, "one", ""))
 	const n = 20_000
 	w := e.tp.NewWorkload(1, n)
-	produce(context.Background(), t, producerClient(t, e.bs), w, n)
+	produce(context.Background(), t, producerClient(t, e), w, n)
 	rep := e.verify(t, n)
 	in.stop(t)
 	t.Logf("exactly once: %v", rep)
@@ -367,7 +397,7 @@ func TestCrashRecovery(t *testing.T) {
 func crashLoop(t *testing.T, e *env, cfg string, seed uint64, rounds, perRound int) (kills, terms int, in *instance) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	w := e.tp.NewWorkload(seed, rounds*perRound)
-	pcl := producerClient(t, e.bs)
+	pcl := producerClient(t, e)
 	in = start(t, cfg)
 	for round := 0; round < rounds; round++ {
 		done := make(chan struct{})

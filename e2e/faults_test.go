@@ -27,7 +27,7 @@ func TestUnknownOutcomes(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		produce(context.Background(), t, producerClient(t, e.bs), e.tp.NewWorkload(seed, n), n)
+		produce(context.Background(), t, producerClient(t, e), e.tp.NewWorkload(seed, n), n)
 	}()
 	keys := []kmsg.Key{kmsg.EndTxn, kmsg.TxnOffsetCommit, kmsg.Produce}
 	injected := map[kmsg.Key]int{}
@@ -70,7 +70,7 @@ func TestEndFailsThenFences(t *testing.T) {
 	e := fakeSetup(t)
 	in := start(t, e.config(t, "fenced", ""))
 	w := e.tp.NewWorkload(21, 5_000)
-	pcl := producerClient(t, e.bs)
+	pcl := producerClient(t, e)
 	produce(context.Background(), t, pcl, w, 2_000)
 
 	rebuilds.Lock()

@@ -16,7 +16,7 @@ import (
 func TestRebalance(t *testing.T) {
 	e := setup(t)
 	w := e.tp.NewWorkload(11, 15_000)
-	pcl := producerClient(t, e.bs)
+	pcl := producerClient(t, e)
 	a := start(t, e.config(t, "a", ""))
 	produce(context.Background(), t, pcl, w, 5_000)
 	b := start(t, e.config(t, "b", ""))

@@ -51,7 +51,7 @@ func refuseFuture(c *kfake.Cluster, topic string, id [16]byte) {
 func TestRefusedTimestamp(t *testing.T) {
 	e := setup(t)
 	limit := "60000"
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.bs...))
+	cl, err := kgo.NewClient(e.conn()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,13 +80,13 @@ func TestRefusedTimestamp(t *testing.T) {
 	}
 	now := time.Now()
 	recs := []*kgo.Record{ev("now", now), ev("future", future), ev("future", future.Add(time.Millisecond))}
-	pcl := producerClient(t, e.bs)
+	pcl := producerClient(t, e)
 	if err := pcl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	got, err := e2e.ReadAll(ctx, e.bs, len(recs), time.Second, e.tp.PushOutput, e.tp.Audit)
+	got, err := e2e.ReadAll(ctx, e.conn(), len(recs), time.Second, e.tp.PushOutput, e.tp.Audit)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, in.logs)
 	}

@@ -99,7 +99,7 @@ func TestThroughput(t *testing.T) {
 	e := setup(t)
 	bs := e.bs
 	rawOut := e.tp.Prefix + "raw.out"
-	produce(context.Background(), t, producerClient(t, bs), e.tp.NewWorkload(7, n), n)
+	produce(context.Background(), t, producerClient(t, e), e.tp.NewWorkload(7, n), n)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(bs...))
 	if err != nil {
 		t.Fatal(err)

@@ -18,7 +18,7 @@ import (
 // around it flow as usual.
 func TestTooLarge(t *testing.T) {
 	e := setup(t)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.bs...))
+	cl, err := kgo.NewClient(e.conn()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestTooLarge(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	got, err := e2e.ReadAll(ctx, e.bs, 4, time.Second, e.tp.PushOutput, e.tp.Audit)
+	got, err := e2e.ReadAll(ctx, e.conn(), 4, time.Second, e.tp.PushOutput, e.tp.Audit)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, in.logs)
 	}

@@ -5,13 +5,20 @@
 #   scripts/kafka.sh up     fetch the broker with Maven (once), format, start, wait
 #   scripts/kafka.sh down   stop it and delete its data
 #
-# KAFKA_PORT (default 19092) is the client port; the controller listens on
-# KAFKA_PORT+1. Everything lives under .cache/kafka, which git ignores.
+# KAFKA_PORT (default 19092) is the plaintext client port; the controller
+# listens on KAFKA_PORT+1, and a SASL_SSL listener on KAFKA_PORT+2 takes
+# PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for user kdedup (password
+# kdedup-secret-4f1c) with a throw-away CA in .cache/kafka/certs/ca.pem.
+# Everything lives under .cache/kafka, which git ignores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=4.1.1
 PORT=${KAFKA_PORT:-19092}
 CPORT=$((PORT + 1))
+SPORT=$((PORT + 2))
+SASL_USER=kdedup
+PASSWORD=kdedup-secret-4f1c
+CERTS=$PWD/.cache/kafka/certs
 CACHE=$PWD/.cache/kafka
 LIBS=$CACHE/libs
 DATA=$CACHE/data
@@ -29,17 +36,26 @@ up() {
     echo "kafka.sh: already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
     return 0
   fi
-  rm -rf "$DATA"
+  rm -rf "$DATA" "$CERTS"
   mkdir -p "$DATA"
+  go run ./internal/testcerts/gencerts "$CERTS"
   cat >"$CACHE/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CPORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT,SASL_SSL://127.0.0.1:$SPORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_SSL://127.0.0.1:$SPORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$PASSWORD";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$CERTS/server-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$CERTS/ca.pem
 log.dirs=$DATA
 num.partitions=3
 offsets.topic.replication.factor=1
@@ -55,12 +71,14 @@ PROPS
   local jvm=(-Xms256m -Xmx1g -Dlog4j2.configurationFile="$PWD/scripts/kafka/log4j2.properties" -Dkafka.logs.dir="$CACHE")
   local id
   id=$(java "${jvm[@]}" -cp "$cp" kafka.tools.StorageTool random-uuid)
-  java "${jvm[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$id" -c "$CACHE/server.properties" >/dev/null
+  java "${jvm[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$id" -c "$CACHE/server.properties" \
+    --add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$PASSWORD]" \
+    --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$PASSWORD]" >/dev/null
   nohup java "${jvm[@]}" -cp "$cp" kafka.Kafka "$CACHE/server.properties" >"$CACHE/stdout.log" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 120); do
     if (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; then
-      echo "Apache Kafka $VERSION (KRaft) up on 127.0.0.1:$PORT, pid $(cat "$PIDFILE")"
+      echo "Apache Kafka $VERSION (KRaft) up on 127.0.0.1:$PORT (SASL_SSL on $SPORT, CA $CERTS/ca.pem), pid $(cat "$PIDFILE")"
       return 0
     fi
     kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { echo "kafka.sh: broker exited; see $CACHE/stdout.log and $CACHE/broker.log" >&2; tail -20 "$CACHE/stdout.log" >&2; exit 1; }
@@ -78,7 +96,7 @@ down() {
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$PIDFILE"
   fi
-  rm -rf "$DATA"
+  rm -rf "$DATA" "$CERTS"
   echo "kafka stopped"
 }
 

@@ -184,6 +184,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		Log:            log,
 		Observer:       metrics,
 		Limits:         limits,
+		ClientOpts:     secure,
 	})
 	if err != nil {
 		return err

@@ -342,9 +342,11 @@ func (m *Model) Decide(r *kgo.Record) Expect {
 // least want have arrived and then nothing more arrives for quiet, so that
 // records beyond want (duplicates) are read too. It returns what it has
 // when ctx ends.
-func ReadAll(ctx context.Context, brokers []string, want int, quiet time.Duration, topics ...string) ([]*kgo.Record, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics...),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+// conn holds the client options that reach the cluster (seed brokers,
+// security).
+func ReadAll(ctx context.Context, conn []kgo.Opt, want int, quiet time.Duration, topics ...string) ([]*kgo.Record, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.ConsumeTopics(topics...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, conn...)...)
 	if err != nil {
 		return nil, err
 	}
