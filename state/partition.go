@@ -91,7 +91,7 @@ func (p *Partition) Get(h dedup.Hash) (dedup.Entry, bool, error) {
 // dedup.State: reads see the batch's own Puts first, then the committed
 // state.
 func (p *Partition) NewBatch() *Batch {
-	return &Batch{p: p, puts: map[dedup.Hash]put{}, eventTime: p.stamp.EventTime}
+	return &Batch{p: p, puts: map[dedup.Hash]put{}, dels: map[dedup.Hash]struct{}{}, eventTime: p.stamp.EventTime}
 }
 
 type put struct {
@@ -105,6 +105,9 @@ type put struct {
 type Batch struct {
 	p         *Partition
 	puts      map[dedup.Hash]put
+	dels      map[dedup.Hash]struct{} // committed keys the batch deletes
+	reindex   [][]byte                // retirement index keys to write (Retire)
+	retiredTo []byte                  // the last retirement index key Retire read, nil if none
 	eventTime int64
 	lastGet   dedup.Hash
 	lastHit   bool
@@ -121,6 +124,9 @@ func (b *Batch) Get(h dedup.Hash) (dedup.Entry, bool, error) {
 	if pu, ok := b.puts[h]; ok {
 		return pu.e, true, nil
 	}
+	if _, ok := b.dels[h]; ok {
+		return dedup.Entry{}, false, nil
+	}
 	e, ok, err := b.p.Get(h)
 	b.lastGet, b.lastHit = h, ok
 	return e, ok, err
@@ -132,6 +138,11 @@ func (b *Batch) Put(h dedup.Hash, e dedup.Entry) error {
 		return ErrBatchDone
 	}
 	pu, ok := b.puts[h]
+	if _, del := b.dels[h]; !ok && del {
+		// Deleted, then stored again: a replacement of the committed key.
+		delete(b.dels, h)
+		pu.existed, ok = true, true
+	}
 	if !ok {
 		if b.lastGet == h {
 			pu.existed = b.lastHit
@@ -148,14 +159,105 @@ func (b *Batch) Put(h dedup.Hash, e dedup.Entry) error {
 	return nil
 }
 
+// Delete removes h in the batch: a changelog tombstone being restored.
+func (b *Batch) Delete(h dedup.Hash) error {
+	if b.done {
+		return ErrBatchDone
+	}
+	if pu, ok := b.puts[h]; ok {
+		delete(b.puts, h)
+		if pu.existed {
+			b.dels[h] = struct{}{}
+		}
+		return nil
+	}
+	_, found, err := b.p.Get(h)
+	if err != nil {
+		return err
+	}
+	if found {
+		b.dels[h] = struct{}{}
+	}
+	return nil
+}
+
+// Retire deletes, in the batch, up to limit keys retired as of the
+// batch's watermark (expiry + lateness at or below it) and calls fn with
+// each, so that the caller can write their changelog tombstones in the
+// same transaction. Like Collect it reads the retirement index from its
+// start: O(retired keys). Keys the batch itself stores are left alone.
+// more reports that retired keys remain. Call it after the batch's last
+// Put of the transaction; Retire again on the same batch finds nothing new.
+func (b *Batch) Retire(limit int, fn func(dedup.Hash)) (n int, more bool, err error) {
+	if b.done {
+		return 0, false, ErrBatchDone
+	}
+	p := b.p
+	if err := p.check(); err != nil {
+		return 0, false, err
+	}
+	wm := b.eventTime
+	if wm == math.MinInt64 || b.retiredTo != nil {
+		return 0, false, nil
+	}
+	lower := append(append([]byte(nil), p.prefix...), kindRetire)
+	var h dedup.Hash
+	upper := appendRetireKey(nil, p.prefix, wm, h)
+	upper = prefixEnd(upper[:len(upper)-len(h)])
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return 0, false, fmt.Errorf("retiring keys of %s/%d: %w", p.topic, p.partition, err)
+	}
+	defer it.Close()
+	seen := 0
+	for valid := it.First(); valid; valid = it.Next() {
+		if seen == limit {
+			more = true
+			break
+		}
+		seen++
+		key := it.Key()
+		copy(h[:], key[len(key)-len(h):])
+		b.retiredTo = append(b.retiredTo[:0], key...)
+		if _, ok := b.puts[h]; ok {
+			continue // stored again by this batch, which indexes it anew
+		}
+		if _, ok := b.dels[h]; ok {
+			continue // indexed twice, deleted once
+		}
+		e, ok, err := p.Get(h)
+		if err != nil {
+			return 0, false, err
+		}
+		if !ok {
+			continue // deleted since this index entry was written
+		}
+		if retire := addSat(e.Expiry, p.lateness); retire > wm {
+			// Replaced or refreshed since this index entry was written,
+			// or lateness grew: index it where it now retires.
+			b.reindex = append(b.reindex, appendRetireKey(nil, p.prefix, retire, h))
+			continue
+		}
+		b.dels[h] = struct{}{}
+		n++
+		if fn != nil {
+			fn(h)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return 0, false, fmt.Errorf("retiring keys of %s/%d: %w", p.topic, p.partition, err)
+	}
+	return n, more, nil
+}
+
 // EventTime returns the partition's watermark as of the batch.
 func (b *Batch) EventTime() int64 { return b.eventTime }
 
 // SetEventTime moves the watermark.
 func (b *Batch) SetEventTime(ms int64) { b.eventTime = ms }
 
-// Len returns the number of keys the batch changes.
-func (b *Batch) Len() int { return len(b.puts) }
+// Len returns the number of keys the batch changes (stores or deletes).
+func (b *Batch) Len() int { return len(b.puts) + len(b.dels) }
 
 // Each calls fn for every key the batch changes, in no particular order.
 func (b *Batch) Each(fn func(h dedup.Hash, e dedup.Entry)) {
@@ -185,6 +287,27 @@ func (b *Batch) Commit(input, changelog int64) error {
 	wb := p.db.NewBatch()
 	defer wb.Close()
 	var k, v []byte
+	// First the retirement index entries Retire read, in one range
+	// tombstone: the writes below come later in the batch, so the range
+	// does not cover them.
+	if b.retiredTo != nil {
+		lower := append(append([]byte(nil), p.prefix...), kindRetire)
+		if err := wb.DeleteRange(lower, append(b.retiredTo, 0), nil); err != nil {
+			return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+		}
+	}
+	for h := range b.dels {
+		k = appendEntryKey(k[:0], p.prefix, h)
+		if err := wb.Delete(k, nil); err != nil {
+			return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+		}
+		st.Keys--
+	}
+	for _, rk := range b.reindex {
+		if err := wb.Set(rk, nil, nil); err != nil {
+			return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+		}
+	}
 	for h, pu := range b.puts {
 		if !pu.existed {
 			st.Keys++

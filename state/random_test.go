@@ -193,13 +193,50 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 	}
 	store, part := open()
 	defer func() { store.Close() }()
+	// The replica is built from the changelog records of the committed
+	// batches only, as another instance restoring the partition would.
+	replicaStore, err := state.Open("replica", state.Options{FS: fs, MemtableSize: 2 << 20, CacheSize: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replicaStore.Close()
+	replica, err := replicaStore.OpenPartition("push-events", 0, time.Duration(*cfg.Lateness))
+	if err != nil {
+		t.Fatal(err)
+	}
 	eng := dedup.NewEngine(rules)
 	fail := func(format string, args ...any) {
 		t.Helper()
 		t.Fatalf("seed %d (rerun: go test ./state -run 'TestRandomStream' -seed %d): %s", seed, seed, fmt.Sprintf(format, args...))
 	}
 	counts := map[dedup.Reason]int{}
-	var collected, aborted, reopened int
+	var collected, retired, aborted, reopened int
+	// apply feeds a committed batch's changelog records to the replica.
+	apply := func(keys, values [][]byte) {
+		rb := replica.NewBatch()
+		input := replica.Stamp().Input
+		for i := range keys {
+			c, err := state.ParseChange(keys[i], values[i])
+			if err != nil {
+				fail("changelog record: %v", err)
+			}
+			switch {
+			case c.Kind == state.ChangeMarker:
+				input = c.Input
+				rb.SetEventTime(max(rb.EventTime(), c.EventTime))
+			case c.Deleted:
+				err = rb.Delete(c.Hash)
+			default:
+				err = rb.Put(c.Hash, c.Entry)
+			}
+			if err != nil {
+				fail("applying the changelog: %v", err)
+			}
+		}
+		if err := rb.Commit(input, 0); err != nil {
+			fail("replica commit: %v", err)
+		}
+	}
 	for done := 0; done < events; {
 		n := 1 + rng.IntN(400)
 		batch := make([]genRecord, 0, n)
@@ -233,12 +270,49 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 					fail("offset %d: first-seen offset %d, model %d", batch[i].rec.Offset, d.Entry.Offset, wantFirst[i])
 				}
 			}
+			// Retire in the transaction now and then, writing tombstones,
+			// as the runtime does (aborted attempts included: they must
+			// leave no trace).
+			var keys, values [][]byte
+			b.Each(func(h dedup.Hash, e dedup.Entry) {
+				k, v := state.EntryChange("push-events", 0, h, &e)
+				keys, values = append(keys, k), append(values, v)
+			})
+			if rng.IntN(3) == 0 {
+				n, _, err := b.Retire(1+rng.IntN(500), func(h dedup.Hash) {
+					keys, values = append(keys, state.Tombstone("push-events", 0, h)), append(values, nil)
+				})
+				if err != nil {
+					fail("retire: %v", err)
+				}
+				if a+1 == attempts {
+					retired += n
+				}
+			}
+			next := batch[len(batch)-1].rec.Offset + 1
+			k, v := state.MarkerChange("push-events", 0, next, b.EventTime())
+			keys, values = append(keys, k), append(values, v)
 			if a+1 < attempts {
 				b.Discard()
 				continue
 			}
-			if err := b.Commit(batch[len(batch)-1].rec.Offset+1, 0); err != nil {
+			if err := b.Commit(next, 0); err != nil {
 				fail("commit: %v", err)
+			}
+			apply(keys, values)
+			for _, k := range keys {
+				c, _ := state.ParseChange(k, []byte{})
+				if c.Kind != state.ChangeEntry {
+					continue
+				}
+				pe, pok, err1 := part.Get(c.Hash)
+				re, rok, err2 := replica.Get(c.Hash)
+				if err1 != nil || err2 != nil || pok != rok || pe != re {
+					fail("key %x: primary %v %+v, replica %v %+v (%v %v)", c.Hash, pok, pe, rok, re, err1, err2)
+				}
+			}
+			if ps, rs := part.Stamp(), replica.Stamp(); ps.Input != rs.Input || ps.EventTime != rs.EventTime || ps.Keys != rs.Keys {
+				fail("stamps: primary %+v, replica %+v", ps, rs)
 			}
 		}
 		for _, w := range want {
@@ -246,9 +320,15 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 		}
 		done += len(batch)
 		if rng.IntN(4) == 0 {
-			c, _, err := part.Collect(1+rng.IntN(2000), nil)
+			// Local garbage collection of every retired key, as a store
+			// without a changelog would; the replica does the same to stay
+			// comparable (Retire above covers partial limits).
+			c, _, err := part.Collect(math.MaxInt, nil)
 			if err != nil {
 				fail("collect: %v", err)
+			}
+			if _, _, err := replica.Collect(math.MaxInt, nil); err != nil {
+				fail("replica collect: %v", err)
 			}
 			collected += c
 		}
@@ -269,10 +349,10 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 			fail("the stream never produced %v: the generator is too narrow (%v)", r, counts)
 		}
 	}
-	if collected == 0 {
-		fail("garbage collection never deleted a key")
+	if collected == 0 || retired == 0 {
+		fail("garbage collection never deleted a key (collected %d, retired %d)", collected, retired)
 	}
-	t.Logf("seed %d refresh=%v: %v; %d keys collected, %d aborted batches replayed, %d reopenings, %d keys stored", seed, refresh, counts, collected, aborted, reopened, part.Stamp().Keys)
+	t.Logf("seed %d refresh=%v: %v; %d keys collected, %d retired in transactions, %d aborted batches replayed, %d reopenings, %d keys stored (replica %d)", seed, refresh, counts, collected, retired, aborted, reopened, part.Stamp().Keys, replica.Stamp().Keys)
 }
 
 func durp(d time.Duration) *config.Duration { c := config.Duration(d); return &c }

@@ -1,0 +1,145 @@
+package state
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/kdedup/kdedup/dedup"
+)
+
+// The changelog carries every state change of every partition, written in
+// the transaction that decided it, so that another instance can rebuild a
+// partition's state from it (DESIGN.md section 3). Its records are keyed
+// for log compaction: the latest record of each key is all a restore
+// needs.
+//
+//	entry      key: 'e' | topic len uvarint | topic | partition varint | hash [16]
+//	           value: the stored entry (appendEntry), or none: a tombstone,
+//	           the key retired
+//	marker     key: 'm' | topic len uvarint | topic | partition varint
+//	           value: version | input varint | event time varint
+//	sentinel   key: 's' | id; value: none. A restore's own write, read back
+//	           to know it has seen everything committed before it.
+//
+// A transaction writes its partitions' entries and tombstones, then one
+// marker per partition: the next input offset and the watermark the
+// partition's state reflects once the transaction commits.
+const (
+	changeEntry    = 'e'
+	changeMarker   = 'm'
+	changeSentinel = 's'
+	markerVersion  = 1
+)
+
+// ChangeKind is the kind of a changelog record.
+type ChangeKind uint8
+
+// Kinds of changelog records.
+const (
+	ChangeEntry ChangeKind = iota + 1
+	ChangeMarker
+	ChangeSentinel
+)
+
+// Change is one decoded changelog record.
+type Change struct {
+	Kind      ChangeKind
+	Topic     string // the input topic-partition whose state changed (entry, marker)
+	Partition int32
+	// Hash and Entry are the stored key and entry (ChangeEntry); Deleted
+	// marks a tombstone.
+	Hash    dedup.Hash
+	Entry   dedup.Entry
+	Deleted bool
+	// Input and EventTime are the marker's stamp (ChangeMarker).
+	Input, EventTime int64
+	// Sentinel is the sentinel's id (ChangeSentinel).
+	Sentinel []byte
+}
+
+func appendChangeKey(b []byte, kind byte, topic string, partition int32) []byte {
+	b = append(b, kind)
+	b = binary.AppendUvarint(b, uint64(len(topic)))
+	b = append(b, topic...)
+	return binary.AppendVarint(b, int64(partition))
+}
+
+// EntryChange returns the changelog key and value that store e for h in
+// topic/partition's state.
+func EntryChange(topic string, partition int32, h dedup.Hash, e *dedup.Entry) (key, value []byte) {
+	key = append(appendChangeKey(make([]byte, 0, 24+len(topic)), changeEntry, topic, partition), h[:]...)
+	return key, appendEntry(make([]byte, 0, 40), e, topic, partition)
+}
+
+// Tombstone returns the changelog key whose record without a value deletes
+// h from topic/partition's state.
+func Tombstone(topic string, partition int32, h dedup.Hash) []byte {
+	return append(appendChangeKey(make([]byte, 0, 24+len(topic)), changeEntry, topic, partition), h[:]...)
+}
+
+// MarkerChange returns the changelog key and value of a marker: after it,
+// topic/partition's state reflects the input before offset input, with
+// watermark eventTime.
+func MarkerChange(topic string, partition int32, input, eventTime int64) (key, value []byte) {
+	key = appendChangeKey(nil, changeMarker, topic, partition)
+	value = binary.AppendVarint(binary.AppendVarint([]byte{markerVersion}, input), eventTime)
+	return key, value
+}
+
+// SentinelKey returns the changelog key of a sentinel with id.
+func SentinelKey(id []byte) []byte { return append([]byte{changeSentinel}, id...) }
+
+// ParseChange decodes a changelog record. A key or value that does not
+// decode is ErrCorrupt.
+func ParseChange(key, value []byte) (Change, error) {
+	var c Change
+	if len(key) == 0 {
+		return c, fmt.Errorf("%w: empty changelog key", ErrCorrupt)
+	}
+	if key[0] == changeSentinel {
+		c.Kind, c.Sentinel = ChangeSentinel, key[1:]
+		return c, nil
+	}
+	d := decoder{b: key[1:]}
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		return c, fmt.Errorf("%w: changelog key of %d bytes", ErrCorrupt, len(key))
+	}
+	c.Topic = string(d.bytes(int(n)))
+	p := d.varint()
+	if d.err || p < math.MinInt32 || p > math.MaxInt32 {
+		return c, fmt.Errorf("%w: changelog key of %d bytes", ErrCorrupt, len(key))
+	}
+	c.Partition = int32(p)
+	switch key[0] {
+	case changeEntry:
+		if len(d.b) != len(c.Hash) {
+			return c, fmt.Errorf("%w: changelog entry key of %d bytes", ErrCorrupt, len(key))
+		}
+		c.Kind = ChangeEntry
+		copy(c.Hash[:], d.b)
+		if value == nil {
+			c.Deleted = true
+			return c, nil
+		}
+		e, err := decodeEntry(value, c.Topic, c.Partition)
+		if err != nil {
+			return c, err
+		}
+		c.Entry = e
+		return c, nil
+	case changeMarker:
+		if len(d.b) != 0 || len(value) < 1 || value[0] != markerVersion {
+			return c, fmt.Errorf("%w: changelog marker", ErrCorrupt)
+		}
+		c.Kind = ChangeMarker
+		vd := decoder{b: value[1:]}
+		c.Input, c.EventTime = vd.varint(), vd.varint()
+		if vd.err || len(vd.b) != 0 {
+			return c, fmt.Errorf("%w: changelog marker of %d bytes", ErrCorrupt, len(value))
+		}
+		return c, nil
+	}
+	return c, fmt.Errorf("%w: changelog key kind %#x", ErrCorrupt, key[0])
+}
