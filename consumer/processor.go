@@ -62,7 +62,15 @@ type Options struct {
 	CommitInterval time.Duration
 	// AuditTopic receives every record that is not first-seen.
 	AuditTopic string
-	Streams    []Stream
+	// ChangelogTopic receives every state change, in the transaction that
+	// made it, and is where a partition's state is restored from when it
+	// moves (package state's changelog format).
+	ChangelogTopic string
+	// RetireLimit caps the expired keys retired (deleted, with a changelog
+	// tombstone) per partition per transaction, so that a burst of expiry
+	// does not make one transaction huge. Default: 1,000.
+	RetireLimit int
+	Streams     []Stream
 	// Partitions are the partition counts of every input, output and the
 	// audit topic (producer.EnsureTopics).
 	Partitions producer.Partitions
@@ -105,6 +113,7 @@ type Processor struct {
 	obs     Observer
 	streams map[string]*streamRun // by input topic
 	txnID   string
+	clParts int32 // partitions of the changelog topic
 
 	parts map[tp]*partState
 
@@ -153,6 +162,10 @@ type partState struct {
 	batch *state.Batch
 	next  int64 // offset after the batch's last record
 	check bool
+	// clNext is the offset after the last changelog record the open
+	// transaction wrote for the partition (0: none yet); produce promises
+	// raise it.
+	clNext atomic.Int64
 }
 
 type rebalanceEvent struct {
@@ -171,6 +184,9 @@ func New(opts Options) (*Processor, error) {
 	if opts.MaxPollRecords == 0 {
 		opts.MaxPollRecords = 10_000
 	}
+	if opts.RetireLimit == 0 {
+		opts.RetireLimit = 1_000
+	}
 	var errs []error
 	if len(opts.Brokers) == 0 {
 		errs = append(errs, errors.New("no brokers"))
@@ -187,8 +203,8 @@ func New(opts Options) (*Processor, error) {
 	if opts.TransactionTimeout >= opts.SessionTimeout {
 		errs = append(errs, fmt.Errorf("transaction timeout %v must be below the session timeout %v", opts.TransactionTimeout, opts.SessionTimeout))
 	}
-	if opts.Store == nil || len(opts.Streams) == 0 || opts.AuditTopic == "" {
-		errs = append(errs, errors.New("store, streams and audit topic are required"))
+	if opts.Store == nil || len(opts.Streams) == 0 || opts.AuditTopic == "" || opts.ChangelogTopic == "" {
+		errs = append(errs, errors.New("store, streams, audit and changelog topics are required"))
 	}
 	p := &Processor{
 		opts:     opts,
@@ -198,6 +214,10 @@ func New(opts Options) (*Processor, error) {
 		parts:    map[tp]*partState{},
 		refusals: map[coord]error{},
 		txnID:    opts.Group + "-" + opts.InstanceID,
+		clParts:  opts.Partitions[opts.ChangelogTopic],
+	}
+	if p.clParts == 0 && opts.ChangelogTopic != "" {
+		errs = append(errs, fmt.Errorf("partition count of the changelog %s unknown", opts.ChangelogTopic))
 	}
 	if p.obs == nil {
 		p.obs = nopObserver{}
@@ -552,6 +572,20 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 			first[key] = r.Offset
 		}
 	}
+	for key := range first {
+		st, err := p.partition(key)
+		if err != nil {
+			return err
+		}
+		if st.check && st.part.Stamp().Input != first[key] && p.inTxn {
+			// A restore can take long: commit what is decided first
+			// rather than hold the transaction open past its timeout.
+			if err := p.end(ctx, c); err != nil {
+				return err
+			}
+			break
+		}
+	}
 	for key, off := range first {
 		st, err := p.partition(key)
 		if err != nil {
@@ -609,6 +643,7 @@ func (p *Processor) partition(key tp) (*partState, error) {
 func (p *Processor) decide(ctx context.Context, c client, st *partState, r *kgo.Record) error {
 	if st.batch == nil {
 		st.batch = st.part.NewBatch()
+		st.clNext.Store(0)
 	}
 	d, err := st.s.eng.Decide(st.batch, p.record(r))
 	if err != nil {
@@ -644,6 +679,10 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, r *kgo.
 			out = producer.Repaired(out, err, now)
 		}
 	}
+	if d.Stored {
+		k, v := state.EntryChange(st.tp.topic, st.tp.partition, d.Hash, &d.Entry)
+		p.changelog(ctx, c, st, k, v)
+	}
 	isAudit := out.Topic == p.opts.AuditTopic
 	// Not ctx: a shutdown must finish the open transaction (End commits
 	// it), not fail its records half way, which would leave an abort the
@@ -660,6 +699,46 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, r *kgo.
 		}
 		p.fail(err)
 	})
+	return nil
+}
+
+// changelog produces a changelog record of st's state in the open
+// transaction.
+func (p *Processor) changelog(ctx context.Context, c client, st *partState, key, value []byte) {
+	r := producer.Changelog(p.opts.ChangelogTopic, p.clParts, st.tp.partition, key, value)
+	c.Produce(context.WithoutCancel(ctx), r, func(r *kgo.Record, err error) {
+		if err != nil {
+			p.fail(fmt.Errorf("writing the changelog of %s/%d: %w", st.tp.topic, st.tp.partition, err))
+			return
+		}
+		for {
+			cur := st.clNext.Load()
+			if r.Offset+1 <= cur || st.clNext.CompareAndSwap(cur, r.Offset+1) {
+				return
+			}
+		}
+	})
+}
+
+// finishChanges ends each partition's changes of the open transaction in
+// the changelog: tombstones of the keys retired as of the batch's
+// watermark (deleted in the batch too), then the marker saying which
+// input offset and watermark the partition's state reflects once the
+// transaction commits.
+func (p *Processor) finishChanges(ctx context.Context, c client) error {
+	for _, st := range p.parts {
+		if st.batch == nil {
+			continue
+		}
+		_, _, err := st.batch.Retire(p.opts.RetireLimit, func(h dedup.Hash) {
+			p.changelog(ctx, c, st, state.Tombstone(st.tp.topic, st.tp.partition, h), nil)
+		})
+		if err != nil {
+			return fmt.Errorf("retiring expired keys of %s/%d: %w", st.tp.topic, st.tp.partition, err)
+		}
+		k, v := state.MarkerChange(st.tp.topic, st.tp.partition, st.next, st.batch.EventTime())
+		p.changelog(ctx, c, st, k, v)
+	}
 	return nil
 }
 
@@ -717,6 +796,12 @@ func (p *Processor) record(r *kgo.Record) *dedup.Record {
 // offsets, so nothing is guessed.
 func (p *Processor) end(ctx context.Context, c client) error {
 	commit := !p.failed.Load()
+	if commit {
+		if err := p.finishChanges(ctx, c); err != nil {
+			p.fail(err)
+			commit = false
+		}
+	}
 	start := time.Now()
 	// An End that hangs (a coordinator that stopped answering) must not
 	// hang the loop: past the transaction timeout the broker aborts the
@@ -749,7 +834,11 @@ func (p *Processor) end(ctx context.Context, c client) error {
 			continue
 		}
 		p.forgetRefusals(st)
-		if err := st.batch.Commit(st.next, 0); err != nil {
+		cl := st.clNext.Load()
+		if cl == 0 {
+			cl = st.part.Stamp().Changelog
+		}
+		if err := st.batch.Commit(st.next, cl); err != nil {
 			// The state lags the broker now: the next record replays
 			// the gap.
 			p.log.Error().Err(err).Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Msg("writing state after commit")

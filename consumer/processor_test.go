@@ -18,7 +18,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	if !errors.Is(err, ErrOptions) {
 		t.Fatalf("error %v is not ErrOptions", err)
 	}
-	for _, want := range []string{"no brokers", "group and instance id", `guarantee "twice"`, "commit interval", "transaction timeout 20s must be below the session timeout 10s", "store, streams and audit topic"} {
+	for _, want := range []string{"no brokers", "group and instance id", `guarantee "twice"`, "commit interval", "transaction timeout 20s must be below the session timeout 10s", "store, streams, audit and changelog topics are required"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}

@@ -157,7 +157,7 @@ func (in *instance) dump() string {
 // restores counts "state restored" log lines of every instance: how often
 // a restart found its state behind the committed offsets; rebuilds counts
 // client sessions rebuilt after an unknown transaction outcome.
-var restores, rebuilds struct {
+var restores, rebuilds, changelogRestores struct {
 	sync.Mutex
 	n int
 }
@@ -246,6 +246,11 @@ func start0(t *testing.T, cfg string, env ...string) *instance {
 				restores.Lock()
 				restores.n++
 				restores.Unlock()
+				if strings.Contains(line, `"from":"changelog"`) {
+					changelogRestores.Lock()
+					changelogRestores.n++
+					changelogRestores.Unlock()
+				}
 			}
 			if strings.Contains(line, `"message":"rebuilding the client session"`) {
 				rebuilds.Lock()

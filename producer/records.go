@@ -85,6 +85,18 @@ func OutputPartition(in *kgo.Record, partitions, inputPartitions int32) int32 {
 	return int32(murmur2(in.Key)&0x7fffffff) % partitions
 }
 
+// Changelog returns a changelog record (key and value from package state)
+// of the state of input partition inputPartition: changelog partition
+// inputPartition modulo partitions, so that one changelog partition holds
+// the changes of the same-numbered partition of every input.
+func Changelog(topic string, partitions, inputPartition int32, key, value []byte) *kgo.Record {
+	p := inputPartition
+	if partitions > 0 {
+		p %= partitions
+	}
+	return &kgo.Record{Topic: topic, Partition: p, Key: key, Value: value}
+}
+
 // Audit returns the audit record for in, decided d in stream: in's key,
 // value, headers and timestamp, plus the dedup.* headers.
 func Audit(in *kgo.Record, topic string, partitions int32, stream string, d *dedup.Decision) *kgo.Record {

@@ -25,6 +25,11 @@ type TopicPlan struct {
 	// Audit is the audit topic, created with the largest input partition
 	// count.
 	Audit string
+	// Changelog is the changelog topic, created like the audit topic and
+	// compacted (cleanup.policy=compact): the latest record of each key is
+	// all a restore needs, and tombstones take expired keys out. Empty:
+	// none.
+	Changelog string
 	// CreateInputs, when > 0, creates missing input topics with this many
 	// partitions (the embedded broker, where nobody else would); when 0, a
 	// missing input is waited for.
@@ -94,7 +99,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, plan TopicPlan, brokers
 			break
 		}
 		if plan.CreateInputs > 0 {
-			created, err := create(ctx, adm, plan.CreateInputs, missing...)
+			created, err := create(ctx, adm, plan.CreateInputs, nil, missing...)
 			for _, t := range created {
 				parts[t] = plan.CreateInputs
 			}
@@ -123,6 +128,9 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, plan TopicPlan, brokers
 	if plan.Audit != "" {
 		want[plan.Audit] = auditParts
 	}
+	if plan.Changelog != "" {
+		want[plan.Changelog] = auditParts
+	}
 	for {
 		var names []string
 		for t := range want {
@@ -136,6 +144,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, plan TopicPlan, brokers
 			continue
 		}
 		byCount := map[int32][]string{}
+		changelogParts := int32(0)
 		for t, n := range want {
 			if have, ok := details[t]; ok {
 				parts[t] = have
@@ -145,12 +154,28 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, plan TopicPlan, brokers
 				}
 				continue
 			}
+			if t == plan.Changelog {
+				changelogParts = n // created alone: it has its own configs
+				continue
+			}
 			byCount[n] = append(byCount[n], t)
 		}
 		var cerr error
+		if changelogParts > 0 {
+			log.Info().Str("topic", plan.Changelog).Int32("partitions", changelogParts).Msg("creating the changelog topic (compacted)")
+			compact := "compact"
+			created, err := create(ctx, adm, changelogParts, map[string]*string{"cleanup.policy": &compact}, plan.Changelog)
+			if err != nil {
+				cerr = err
+			}
+			for _, t := range created {
+				parts[t] = changelogParts
+				delete(want, t)
+			}
+		}
 		for n, ts := range byCount {
 			log.Info().Strs("topics", ts).Int32("partitions", n).Msg("creating topics")
-			created, err := create(ctx, adm, n, ts...)
+			created, err := create(ctx, adm, n, nil, ts...)
 			if err != nil {
 				cerr = err
 			}
@@ -201,10 +226,10 @@ func listTopics(ctx context.Context, adm *kadm.Client, topics ...string) (map[st
 // create creates topics with n partitions and the broker's default
 // replication factor and returns those it created. A topic that already
 // exists (another instance won the race) is neither created nor an error.
-func create(ctx context.Context, adm *kadm.Client, n int32, topics ...string) (created []string, err error) {
+func create(ctx context.Context, adm *kadm.Client, n int32, configs map[string]*string, topics ...string) (created []string, err error) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	resps, err := adm.CreateTopics(rctx, n, -1, nil, topics...)
+	resps, err := adm.CreateTopics(rctx, n, -1, configs, topics...)
 	if err != nil {
 		return nil, err
 	}

@@ -48,13 +48,13 @@ func TestEnsureTopics(t *testing.T) {
 	ctx := context.Background()
 	plan := TopicPlan{
 		Streams: []StreamTopics{{"push-events", "push-events.deduped"}, {"order-events", "order-events.deduped"}, {"new-events", "new-events.deduped"}},
-		Audit:   "dedup.audit", CreateInputs: 3,
+		Audit:   "dedup.audit", Changelog: "kdedup.changelog", CreateInputs: 3,
 	}
 	parts, err := EnsureTopics(ctx, adm, plan, c.ListenAddrs(), 10*time.Second, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Partitions{"push-events": 4, "push-events.deduped": 4, "order-events": 2, "order-events.deduped": 7, "new-events": 3, "new-events.deduped": 3, "dedup.audit": 4}
+	want := Partitions{"push-events": 4, "push-events.deduped": 4, "order-events": 2, "order-events.deduped": 7, "new-events": 3, "new-events.deduped": 3, "dedup.audit": 4, "kdedup.changelog": 4}
 	for topic, n := range want {
 		if parts[topic] != n {
 			t.Errorf("%s: %d partitions reported, want %d", topic, parts[topic], n)
@@ -62,6 +62,13 @@ func TestEnsureTopics(t *testing.T) {
 	}
 	for topic, n := range want {
 		waitPartitions(t, adm, topic, n)
+	}
+	limits, err := TopicLimits(ctx, adm, 5*time.Second, "kdedup.changelog", "dedup.audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !limits["kdedup.changelog"].Compacted || limits["dedup.audit"].Compacted {
+		t.Errorf("the changelog must be compacted and the audit not: %+v", limits)
 	}
 	// Idempotent: a second run (another instance) changes nothing.
 	if again, err := EnsureTopics(ctx, adm, plan, c.ListenAddrs(), 10*time.Second, zerolog.Nop()); err != nil || len(again) != len(parts) {

@@ -108,7 +108,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 	}
 
 	var streams []consumer.Stream
-	plan := producer.TopicPlan{Audit: cfg.AuditTopic, CreateInputs: createInputs}
+	plan := producer.TopicPlan{Audit: cfg.AuditTopic, Changelog: cfg.ChangelogTopic, CreateInputs: createInputs}
 	for i, s := range cfg.Streams {
 		rules, err := dedup.Compile(s)
 		if err != nil {
@@ -140,11 +140,14 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 	parts, err := producer.EnsureTopics(ctx, adm, plan, brokers, time.Minute, log)
 	var limits map[string]producer.Limits
 	if err == nil {
-		written := []string{cfg.AuditTopic}
+		written := []string{cfg.AuditTopic, cfg.ChangelogTopic}
 		for _, s := range cfg.Streams {
 			written = append(written, s.Output)
 		}
 		limits, err = producer.TopicLimits(ctx, adm, time.Minute, written...)
+		if !limits[cfg.ChangelogTopic].Compacted {
+			log.Warn().Str("topic", cfg.ChangelogTopic).Msg("the changelog topic is not compacted (cleanup.policy=compact): it grows with every state change, and retention shorter than ttl + lateness would lose live keys on handover")
+		}
 		if limits[cfg.AuditTopic].Compacted {
 			log.Warn().Str("topic", cfg.AuditTopic).Msg("the audit topic is compacted: it keeps only the last audit record of each key and refuses records without one")
 		}
@@ -158,7 +161,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 	}
 
 	if createInputs > 0 {
-		written := map[string]int32{cfg.AuditTopic: parts[cfg.AuditTopic]}
+		written := map[string]int32{cfg.AuditTopic: parts[cfg.AuditTopic], cfg.ChangelogTopic: parts[cfg.ChangelogTopic]}
 		for _, s := range cfg.Streams {
 			written[s.Output] = parts[s.Output]
 		}
@@ -178,6 +181,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		Guarantee:      cfg.Guarantee,
 		CommitInterval: time.Duration(cfg.CommitInterval),
 		AuditTopic:     cfg.AuditTopic,
+		ChangelogTopic: cfg.ChangelogTopic,
 		Streams:        streams,
 		Partitions:     parts,
 		Store:          store,

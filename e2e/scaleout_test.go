@@ -1,0 +1,106 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+)
+
+// TestScaleOut runs three instances of the kdedup binary in one group over
+// push and order events while, round after round, one of them is SIGKILLed
+// at a random moment and restarted. Once an instance's state directory is
+// wiped before it restarts (its partitions come back to it with no local
+// state: the changelog must rebuild them); a fourth instance joins
+// mid-stream and one of the first three leaves for good (SIGTERM). The
+// output must hold every first-seen record exactly once and the audit every
+// other record, under read_committed, as in the crash test.
+func TestScaleOut(t *testing.T) {
+	e := setup(t)
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("KDEDUP_CRASH_SEED"); s != "" {
+		fmt.Sscan(s, &seed)
+	}
+	t.Logf("seed %d (rerun with KDEDUP_CRASH_SEED=%d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 3))
+	root := t.TempDir()
+	cfg := func(name string) string {
+		return e.tp.Config(e.bs, filepath.Join(root, name), name, e.security)
+	}
+	running := map[string]*instance{}
+	for _, name := range []string{"a", "b", "c"} {
+		running[name] = start(t, cfg(name))
+	}
+	names := func() []string {
+		var ns []string
+		for n := range running {
+			ns = append(ns, n)
+		}
+		sort.Strings(ns)
+		return ns
+	}
+	changelogRestores.Lock()
+	restoredBefore := changelogRestores.n
+	changelogRestores.Unlock()
+
+	const rounds, perRound = 14, 2_000
+	w := e.tp.NewWorkload(seed, rounds*perRound)
+	pcl := producerClient(t, e)
+	var kills, wipes int
+	var events []string
+	for round := 0; round < rounds; round++ {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			produce(context.Background(), t, pcl, w, perRound)
+		}()
+		time.Sleep(time.Duration(50+rng.IntN(700)) * time.Millisecond) // the random moment of this round's fault
+		ns := names()
+		victim := ns[rng.IntN(len(ns))]
+		switch round {
+		case 4: // wipe: its partitions come back to it with no state
+			running[victim].kill()
+			if err := os.RemoveAll(filepath.Join(root, victim)); err != nil {
+				t.Fatal(err)
+			}
+			running[victim] = start(t, cfg(victim))
+			kills++
+			wipes++
+			events = append(events, "wiped "+victim)
+		case 7: // scale out: a fourth instance joins
+			running["d"] = start(t, cfg("d"))
+			events = append(events, "added d")
+		case 10: // scale in: one leaves for good
+			if victim == "d" {
+				victim = ns[0]
+			}
+			running[victim].stop(t)
+			delete(running, victim)
+			events = append(events, "removed "+victim)
+		default:
+			running[victim].kill()
+			running[victim] = start(t, cfg(victim))
+			kills++
+			events = append(events, "killed "+victim)
+		}
+		<-done
+	}
+	rep := e.verify(t, rounds*perRound)
+	for _, in := range running {
+		in.stop(t)
+	}
+	changelogRestores.Lock()
+	fromChangelog := changelogRestores.n - restoredBefore
+	changelogRestores.Unlock()
+	t.Logf("scale-out: %d SIGKILLs (%d with the state wiped), %v; %d partition restores from the changelog: %v", kills, wipes, events, fromChangelog, rep)
+	if !rep.OK() {
+		t.Fatalf("seed %d: %v", seed, rep)
+	}
+	if fromChangelog == 0 {
+		t.Fatalf("no partition was restored from the changelog, though a state directory was wiped")
+	}
+}
