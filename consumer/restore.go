@@ -115,7 +115,9 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 	log.Info().Str("changelog", p.opts.ChangelogTopic).Int32("changelog_partition", cp).Int64("from", stamp.Changelog).Int64("to", end).
 		Int64("input", stamp.Input).Int64("committed", to).Msg("restoring state from the changelog")
 
-	batch := st.part.NewBatch()
+	// Blind batches: applying the changelog reads nothing; the keys are
+	// counted once at the end.
+	batch := st.part.NewBlindBatch()
 	input, inChunk := stamp.Input, 0
 	var applied, read int64
 	first := int64(-1)
@@ -141,8 +143,19 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 		if err := batch.Commit(input, next); err != nil {
 			return err
 		}
-		batch = st.part.NewBatch()
+		batch = st.part.NewBlindBatch()
 		inChunk = 0
+		return nil
+	}
+	// finish commits the restore and counts the keys.
+	finish := func(next int64) error {
+		if err := commit(next); err != nil {
+			return err
+		}
+		if _, err := st.part.CountKeys(); err != nil {
+			return err
+		}
+		p.restored(st, log, "changelog", applied, start)
 		return nil
 	}
 	for {
@@ -172,10 +185,9 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 				// Everything committed before the sentinel is read; changes
 				// after the last marker belong to no committed transaction.
 				pending = pending[:0]
-				if err := commit(r.Offset + 1); err != nil {
+				if err := finish(r.Offset + 1); err != nil {
 					return false, err
 				}
-				p.restored(st, log, "changelog", applied, start)
 				return st.part.Stamp().Input == to, nil
 			}
 			if c.Topic != st.tp.topic || c.Partition != st.tp.partition {
@@ -187,9 +199,15 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 				// at or below to.
 				pending = append(pending, c)
 				if len(pending) >= restoreChunk {
-					// Compaction removed the markers of old transactions:
-					// what precedes a later marker is applied as read.
+					// Compaction removed the markers of old transactions
+					// (a restore from the start reads one marker per
+					// partition): what precedes a later marker is applied
+					// as read, and committed in chunks with the changelog
+					// offset, the input offset staying at the last marker.
 					if err := apply(); err != nil {
+						return false, err
+					}
+					if err := commit(r.Offset + 1); err != nil {
 						return false, err
 					}
 				}
@@ -201,10 +219,9 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 				// crash stopped the offset commit. Its records will be
 				// decided again: leave its changes out.
 				pending = pending[:0]
-				if err := commit(r.Offset); err != nil {
+				if err := finish(r.Offset); err != nil {
 					return false, err
 				}
-				p.restored(st, log, "changelog", applied, start)
 				return false, nil
 			}
 			if err := apply(); err != nil {
@@ -214,10 +231,9 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 			batch.SetEventTime(max(batch.EventTime(), c.EventTime))
 			if input == to {
 				// The state reflects the committed input.
-				if err := commit(r.Offset + 1); err != nil {
+				if err := finish(r.Offset + 1); err != nil {
 					return false, err
 				}
-				p.restored(st, log, "changelog", applied, start)
 				return true, nil
 			}
 			if inChunk >= restoreChunk {
@@ -239,6 +255,7 @@ func (p *Processor) progress(st *partState, log zerolog.Logger, done, total int6
 	done = min(done, total)
 	p.obs.Restored(st.tp.topic, st.tp.partition, done, total)
 	keys := st.part.Stamp().Keys
+	p.obs.Keys(st.tp.topic, st.tp.partition, keys)
 	log.Info().Int64("done", done).Int64("total", total).Int64("keys", keys).
 		Float64("keys_per_s", float64(keys)/max(time.Since(start).Seconds(), 1e-9)).
 		Float64("percent", 100*float64(done)/float64(max(total, 1))).Msg("restoring state")

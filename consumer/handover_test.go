@@ -1,0 +1,146 @@
+package consumer
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kdedup/kdedup/config"
+	"github.com/kdedup/kdedup/dedup"
+	"github.com/kdedup/kdedup/state"
+)
+
+// handoverFixture is a kfake cluster whose changelog holds the state of
+// push-events/0: keys entries, then a marker at input offset to.
+type handoverFixture struct {
+	c   *kfake.Cluster
+	to  int64
+	err error
+}
+
+const (
+	hoInput     = "push-events"
+	hoChangelog = "kdedup.changelog"
+)
+
+func newHandoverFixture(tb testing.TB, keys int) *handoverFixture {
+	tb.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, hoInput, hoInput+".deduped", "dedup.audit", hoChangelog))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic(hoChangelog),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	for i := 0; i < keys; i++ {
+		var h dedup.Hash
+		binary.BigEndian.PutUint64(h[:], uint64(i)*0x9e3779b97f4a7c15)
+		binary.BigEndian.PutUint64(h[8:], uint64(i))
+		e := dedup.Entry{FirstSeen: base + int64(i), Expiry: base + int64(i) + 3_600_000, Topic: hoInput, Partition: 0, Offset: int64(i)}
+		k, v := state.EntryChange(hoInput, 0, h, &e)
+		cl.Produce(ctx, &kgo.Record{Key: k, Value: v}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				tb.Error(err)
+			}
+		})
+	}
+	to := int64(keys)
+	k, v := state.MarkerChange(hoInput, 0, to, base+int64(keys))
+	if err := cl.ProduceSync(ctx, &kgo.Record{Key: k, Value: v}).FirstErr(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return &handoverFixture{c: c, to: to}
+}
+
+// restoreInto restores push-events/0 from the fixture's changelog into a
+// fresh store in dir and returns the keys restored.
+func (f *handoverFixture) restoreInto(tb testing.TB, dir string) int64 {
+	tb.Helper()
+	rules, err := dedup.Compile(config.Stream{Name: "push", Input: hoInput, Output: hoInput + ".deduped", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	store, err := state.Open(dir, state.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer store.Close()
+	p, err := New(Options{
+		Brokers: f.c.ListenAddrs(), Group: "g", InstanceID: "i", Guarantee: config.ExactlyOnce,
+		CommitInterval: 100 * time.Millisecond, AuditTopic: "dedup.audit", ChangelogTopic: hoChangelog,
+		Streams:    []Stream{{Rules: rules, Input: hoInput, Output: hoInput + ".deduped"}},
+		Partitions: map[string]int32{hoInput: 1, hoInput + ".deduped": 1, "dedup.audit": 1, hoChangelog: 1},
+		Store:      store, Log: zerolog.Nop(),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st, err := p.partition(tp{hoInput, 0})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := p.restore(context.Background(), st, f.to); err != nil {
+		tb.Fatal(err)
+	}
+	if got := st.part.Stamp().Input; got != f.to {
+		tb.Fatalf("restored to input offset %d, want %d", got, f.to)
+	}
+	keys := st.part.Stamp().Keys
+	st.part.Close()
+	return keys
+}
+
+// TestRestoreFromChangelog: a host with no state rebuilds a partition from
+// the changelog alone, every key, up to the marker of the committed offset.
+func TestRestoreFromChangelog(t *testing.T) {
+	f := newHandoverFixture(t, 5_000)
+	defer f.c.Close()
+	if keys := f.restoreInto(t, t.TempDir()); keys != 5_000 {
+		t.Fatalf("restored %d keys, want 5000", keys)
+	}
+}
+
+// BenchmarkHandover measures restoring a partition from the changelog into
+// an empty store: what a host that takes over a partition without local
+// state pays. The 10M-key case runs with KDEDUP_BENCH_10M=1 (kfake holds
+// the whole changelog in memory: several GB).
+//
+//	go test ./consumer -run '^$' -bench Handover -benchtime 1x
+func BenchmarkHandover(b *testing.B) {
+	sizes := []int{1_000_000}
+	if os.Getenv("KDEDUP_BENCH_10M") != "" {
+		sizes = append(sizes, 10_000_000)
+	}
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			f := newHandoverFixture(b, n)
+			defer f.c.Close()
+			b.ReportAllocs()
+			b.ResetTimer()
+			var keys int64
+			for i := 0; i < b.N; i++ {
+				keys = f.restoreInto(b, b.TempDir())
+			}
+			b.StopTimer()
+			if keys != int64(n) {
+				b.Fatalf("restored %d keys, want %d", keys, n)
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+		})
+	}
+}
