@@ -20,9 +20,8 @@ import (
 // handoverFixture is a kfake cluster whose changelog holds the state of
 // push-events/0: keys entries, then a marker at input offset to.
 type handoverFixture struct {
-	c   *kfake.Cluster
-	to  int64
-	err error
+	c  *kfake.Cluster
+	to int64
 }
 
 const (
