@@ -131,6 +131,7 @@ type Processor struct {
 	txnStart time.Time
 	txnRecs  int
 	inTxn    bool
+	rewind   bool // abort the open transaction to restore a partition first
 }
 
 type tp struct {
@@ -578,12 +579,13 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 			return err
 		}
 		if st.check && st.part.Stamp().Input != first[key] && p.inTxn {
-			// A restore can take long: commit what is decided first
-			// rather than hold the transaction open past its timeout.
-			if err := p.end(ctx, c); err != nil {
-				return err
-			}
-			break
+			// A restore can take long, longer than the transaction may
+			// stay open. Committing now would commit the offsets of this
+			// poll's records, decided or not: abort instead, which
+			// rewinds to the committed offsets; the records come again
+			// and the restore runs before the next transaction begins.
+			p.rewind = true
+			return p.end(ctx, c)
 		}
 	}
 	for key, off := range first {
@@ -795,7 +797,9 @@ func (p *Processor) record(r *kgo.Record) *dedup.Record {
 // session, which checks every partition's stamp against the committed
 // offsets, so nothing is guessed.
 func (p *Processor) end(ctx context.Context, c client) error {
-	commit := !p.failed.Load()
+	commit := !p.failed.Load() && !p.rewind
+	rewind := p.rewind
+	p.rewind = false
 	if commit {
 		if err := p.finishChanges(ctx, c); err != nil {
 			p.fail(err)
@@ -851,7 +855,11 @@ func (p *Processor) end(ctx context.Context, c client) error {
 		for _, st := range p.parts {
 			st.check = true
 		}
-		p.log.Info().Dur("took", took).Msg("transaction aborted; consuming again from the committed offsets")
+		why := "transaction aborted; consuming again from the committed offsets"
+		if rewind {
+			why = "transaction aborted to restore a newly assigned partition first; consuming again from the committed offsets"
+		}
+		p.log.Info().Dur("took", took).Msg(why)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -15,7 +16,9 @@ import (
 // push and order events while, round after round, one of them is SIGKILLed
 // at a random moment and restarted. Once an instance's state directory is
 // wiped before it restarts (its partitions come back to it with no local
-// state: the changelog must rebuild them); a fourth instance joins
+// state: the changelog must rebuild them), and once one restarts from a
+// snapshot (kdedup state snapshot/restore) taken rounds earlier of another
+// instance's state, catching up from the changelog tail; a fourth instance joins
 // mid-stream and one of the first three leaves for good (SIGTERM). The
 // output must hold every first-seen record exactly once and the audit every
 // other record, under read_committed, as in the crash test.
@@ -31,6 +34,7 @@ func TestScaleOut(t *testing.T) {
 	cfg := func(name string) string {
 		return e.tp.Config(e.bs, filepath.Join(root, name), name, e.security)
 	}
+	snapshot := filepath.Join(root, "snapshot")
 	running := map[string]*instance{}
 	for _, name := range []string{"a", "b", "c"} {
 		running[name] = start(t, cfg(name))
@@ -64,6 +68,14 @@ func TestScaleOut(t *testing.T) {
 		switch round {
 		case 4: // wipe: its partitions come back to it with no state
 			running[victim].kill()
+			// Keep a snapshot of what the wipe destroys, for round 12.
+			snapCfg := filepath.Join(root, victim+".yaml")
+			if err := os.WriteFile(snapCfg, []byte(cfg(victim)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command(binary, "state", "snapshot", "--config", snapCfg, "--out", snapshot).CombinedOutput(); err != nil {
+				t.Fatalf("kdedup state snapshot: %v\n%s", err, out)
+			}
 			if err := os.RemoveAll(filepath.Join(root, victim)); err != nil {
 				t.Fatal(err)
 			}
@@ -71,6 +83,24 @@ func TestScaleOut(t *testing.T) {
 			kills++
 			wipes++
 			events = append(events, "wiped "+victim)
+		case 12: // bootstrap from the (older, another instance's) snapshot
+			running[victim].kill()
+			if err := os.RemoveAll(filepath.Join(root, victim)); err != nil {
+				t.Fatal(err)
+			}
+			restoreCfg := filepath.Join(root, victim+"-restore.yaml")
+			if err := os.WriteFile(restoreCfg, []byte(cfg(victim)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(binary, "state", "restore", "--config", restoreCfg, "--from", snapshot)
+			cmd.Env = append(os.Environ(), "KDEDUP_TEST_BROKERS=") // the suite's variables are not kdedup's
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("kdedup state restore: %v\n%s", err, out)
+			}
+			running[victim] = start(t, cfg(victim))
+			kills++
+			wipes++
+			events = append(events, "restored "+victim+" from a snapshot")
 		case 7: // scale out: a fourth instance joins
 			running["d"] = start(t, cfg("d"))
 			events = append(events, "added d")

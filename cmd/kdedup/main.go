@@ -22,6 +22,12 @@ Usage:
   kdedup demo [flags]                  run on an embedded broker with generated push and order
                                        events and print a summary (kdedup demo -h for its flags)
   kdedup check --config FILE [flags]   validate a configuration and print it with every default
+  kdedup state snapshot --config FILE --out DIR
+                                       snapshot the state (Pebble checkpoint plus stamps) of a
+                                       stopped instance, for backups and fast bootstrap
+  kdedup state restore --config FILE --from DIR
+                                       put a snapshot into an empty state_dir; refused when the
+                                       changelog no longer holds what followed it
 
 Flags of run and check: --config FILE, --set PATH=VALUE (repeatable), and one per
 top-level field: --brokers, --group, --instance-id, --state-dir,
@@ -51,6 +57,8 @@ func run(args, env []string, stdout, stderr io.Writer) int {
 		return runCmd(args[1:], env, stderr)
 	case "demo":
 		return demoCmd(args[1:], env, stdout, stderr)
+	case "state":
+		return stateCmd(args[1:], env, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "kdedup: unknown command %q\n\n%s", args[0], usage)
 		return 2
@@ -60,9 +68,17 @@ func run(args, env []string, stdout, stderr io.Writer) int {
 // loadConfig parses the configuration flags of a command and loads the
 // configuration, printing what is wrong with it.
 func loadConfig(name string, args, env []string, stderr io.Writer) (*config.Config, bool) {
+	return loadConfigWith(name, args, env, stderr, nil)
+}
+
+// loadConfigWith is loadConfig with the command's own flags added by more.
+func loadConfigWith(name string, args, env []string, stderr io.Writer, more func(*flag.FlagSet)) (*config.Config, bool) {
 	fs := flag.NewFlagSet("kdedup "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	flags := config.BindFlags(fs)
+	if more != nil {
+		more(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, false
 	}
