@@ -181,6 +181,16 @@ type Stream struct {
 	// conflict from a duplicate. Default: empty, which compares the whole
 	// value's bytes.
 	Compare []string `yaml:"compare"`
+	// Repartition re-keys the input by the scoped idempotency key into
+	// RepartitionTopic (in the same transaction as the input offsets)
+	// before deduplicating, for inputs whose copies of a key may sit in
+	// different partitions. Default: false: the input must be partitioned
+	// so that every copy of a key reaches the same partition.
+	Repartition bool `yaml:"repartition"`
+	// RepartitionTopic is the internal topic of the repartition step,
+	// created with the input's partition count. Default (with
+	// repartition): "<group>.<name>.repartition".
+	RepartitionTopic string `yaml:"repartition_topic"`
 }
 
 // Values of Config.Guarantee, Stream.TTLMode and Stream.KeyFormat.

@@ -228,6 +228,16 @@ func TestGoodFiles(t *testing.T) {
 		}
 	})
 
+	t.Run("repartition", func(t *testing.T) {
+		c := mustLoad(t, LoadOptions{File: "testdata/repartition.good.yaml"})
+		if got := c.Streams[0].RepartitionTopic; got != "billing.push.repartition" {
+			t.Errorf("default repartition_topic %q", got)
+		}
+		if got := c.Streams[1].RepartitionTopic; got != "orders-by-id" {
+			t.Errorf("repartition_topic %q", got)
+		}
+	})
+
 	t.Run("lateness-zero", func(t *testing.T) {
 		c := mustLoad(t, LoadOptions{File: "testdata/lateness-zero.good.yaml"})
 		if l := c.Streams[0].Lateness; l == nil || *l != 0 {

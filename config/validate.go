@@ -20,6 +20,7 @@ const (
 	defaultMemtableSize   = ByteSize(16 << 20)
 	changelogSuffix       = ".changelog" // changelog_topic is <group> + changelogSuffix
 	outputSuffix          = ".deduped"   // a stream's output is <input> + outputSuffix
+	repartitionSuffix     = ".repartition" // a stream's repartition topic is <group>.<name> + repartitionSuffix
 )
 
 // EnsureDefaults sets every empty field that has a default to it: group
@@ -28,7 +29,8 @@ const (
 // "<group>.changelog", guarantee exactly_once, commit_interval 100ms,
 // state.cache_size 64MiB, state.memtable_size 16MiB, and in every stream
 // output "<input>.deduped" (when input is set), ttl_mode fixed, key_format
-// any, and lateness the stream's ttl (when lateness is omitted); it
+// any, lateness the stream's ttl (when lateness is omitted) and, with
+// repartition, repartition_topic "<group>.<name>.repartition"; it
 // upper-cases sasl.mechanism.
 // Brokers and admin_addr stay empty when empty: the embedded broker, and no
 // admin listener. Calling it again changes nothing.
@@ -82,6 +84,9 @@ func (c *Config) EnsureDefaults() {
 		if s.Lateness == nil {
 			l := s.TTL
 			s.Lateness = &l
+		}
+		if s.Repartition && s.RepartitionTopic == "" && s.Name != "" {
+			s.RepartitionTopic = c.Group + "." + s.Name + repartitionSuffix
 		}
 	}
 }
@@ -296,6 +301,25 @@ func (c *Config) problems() []Problem {
 			add(at("output"), "%s is the input of streams[%d]", quote(s.Output), j)
 		} else if j := outputOf[s.Output]; s.Output != "" && j != i {
 			add(at("output"), "%s is already the output of streams[%d]", quote(s.Output), j)
+		}
+		switch rt := s.RepartitionTopic; {
+		case !s.Repartition && rt != "":
+			add(at("repartition_topic"), "is set but repartition is false")
+		case !s.Repartition:
+		case rt == c.AuditTopic || rt == c.ChangelogTopic:
+			add(at("repartition_topic"), "%s is also the audit or changelog topic", quote(rt))
+		default:
+			checkName(&ps, at("repartition_topic"), "topic name", rt)
+			if j, ok := inputOf[rt]; ok {
+				add(at("repartition_topic"), "%s is the input of streams[%d]", quote(rt), j)
+			} else if j, ok := outputOf[rt]; ok {
+				add(at("repartition_topic"), "%s is the output of streams[%d]", quote(rt), j)
+			}
+			for j := 0; j < i; j++ {
+				if c.Streams[j].Repartition && c.Streams[j].RepartitionTopic == rt {
+					add(at("repartition_topic"), "%s is already the repartition topic of streams[%d]", quote(rt), j)
+				}
+			}
 		}
 
 		switch {

@@ -377,6 +377,21 @@ func (e *Engine) Decide(st State, rec *Record) (Decision, error) {
 	return d, nil
 }
 
+// Route returns the scoped key hash of rec when rec has a valid key: what
+// the optional repartition step partitions by, so that every copy of a
+// key reaches the same partition. ok is false for a record whose key is
+// missing, malformed or invalid; it will be audited wherever it goes.
+// Route reads no state.
+func (e *Engine) Route(rec *Record) (h Hash, ok bool) {
+	r := e.rules
+	e.doc.reset(rec.Value)
+	key, _ := e.extractKey(rec)
+	if key == nil || (r.maxLen > 0 && len(key) > r.maxLen) || (r.uuid && !isUUID(key)) {
+		return h, false
+	}
+	return e.keyHash(rec, key), true
+}
+
 // addSat returns a+b (b >= 0), saturating at the int64 range.
 func addSat(a, b int64) int64 {
 	if a > math.MaxInt64-b {

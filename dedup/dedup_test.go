@@ -337,3 +337,49 @@ func TestReasonNames(t *testing.T) {
 }
 
 func durp(d time.Duration) *config.Duration { c := config.Duration(d); return &c }
+
+// TestRoute: Route gives a record with a valid key the hash Decide stores
+// it under (so every copy goes to the same partition), and nothing for a
+// record Decide would audit as missing, malformed or invalid.
+func TestRoute(t *testing.T) {
+	rules, err := Compile(stream(func(s *config.Stream) { s.KeyMaxLength = 8 }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(rules)
+	for _, tc := range []struct {
+		name    string
+		headers []Header
+		value   string
+		ok      bool
+	}{
+		{"header key", hdr("Idempotency-Key", "k1", "tenant-id", "t"), `{}`, true},
+		{"json key", hdr("tenant-id", "t"), `{"data":{"resubmitCheckKey":"k1"}}`, true},
+		{"missing", hdr("tenant-id", "t"), `{}`, false},
+		{"malformed", nil, `{`, false},
+		{"too long", hdr("Idempotency-Key", "far-too-long"), `{}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &Record{Topic: "push-events", Partition: 3, Offset: 9, Timestamp: 5 * sec, Headers: tc.headers, Value: []byte(tc.value)}
+			h, ok := e.Route(rec)
+			if ok != tc.ok {
+				t.Fatalf("Route ok = %v, want %v", ok, tc.ok)
+			}
+			d, err := e.Decide(newMapState(), rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok && (d.Reason != FirstSeen || d.Hash != h) {
+				t.Fatalf("Decide %v hash %x, Route hash %x", d.Reason, d.Hash, h)
+			}
+		})
+	}
+	// The same key under the same scope routes alike from any partition;
+	// another tenant's does not.
+	a, _ := e.Route(&Record{Partition: 0, Headers: hdr("Idempotency-Key", "k1", "tenant-id", "t"), Value: []byte(`{}`)})
+	b, _ := e.Route(&Record{Partition: 2, Headers: hdr("Idempotency-Key", "k1", "tenant-id", "t"), Value: []byte(`{"x":1}`)})
+	c, _ := e.Route(&Record{Partition: 0, Headers: hdr("Idempotency-Key", "k1", "tenant-id", "u"), Value: []byte(`{}`)})
+	if a != b || a == c {
+		t.Fatalf("routes %x %x %x", a, b, c)
+	}
+}
