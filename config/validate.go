@@ -18,8 +18,8 @@ const (
 	defaultCommitInterval = Duration(100 * time.Millisecond)
 	defaultCacheSize      = ByteSize(64 << 20)
 	defaultMemtableSize   = ByteSize(16 << 20)
-	changelogSuffix       = ".changelog" // changelog_topic is <group> + changelogSuffix
-	outputSuffix          = ".deduped"   // a stream's output is <input> + outputSuffix
+	changelogSuffix       = ".changelog"   // changelog_topic is <group> + changelogSuffix
+	outputSuffix          = ".deduped"     // a stream's output is <input> + outputSuffix
 	repartitionSuffix     = ".repartition" // a stream's repartition topic is <group>.<name> + repartitionSuffix
 )
 

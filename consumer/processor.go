@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -23,6 +24,10 @@ type Stream struct {
 	Rules  *dedup.Rules
 	Input  string
 	Output string
+	// Repartition, if set, is the topic the input is re-keyed into by the
+	// scoped idempotency key (in the transaction that consumes the input);
+	// the stream then deduplicates that topic.
+	Repartition string
 }
 
 // Observer receives the processor's measurements. Methods are called from
@@ -108,12 +113,13 @@ var ErrOptions = errors.New("consumer: invalid options")
 //
 // Run is called once; Ready may be called from any goroutine.
 type Processor struct {
-	opts    Options
-	log     zerolog.Logger
-	obs     Observer
-	streams map[string]*streamRun // by input topic
-	txnID   string
-	clParts int32 // partitions of the changelog topic
+	opts     Options
+	log      zerolog.Logger
+	obs      Observer
+	streams  map[string]*streamRun // by the topic deduplicated: the input, or the repartition topic
+	forwards map[string]*streamRun // by input topic, for streams that repartition
+	txnID    string
+	clParts  int32 // partitions of the changelog topic
 
 	parts map[tp]*partState
 
@@ -149,6 +155,7 @@ type streamRun struct {
 	Stream
 	eng        *dedup.Engine
 	inParts    int32
+	repParts   int32 // partitions of the repartition topic
 	outParts   int32
 	auditParts int32
 }
@@ -212,6 +219,7 @@ func New(opts Options) (*Processor, error) {
 		log:      opts.Log,
 		obs:      opts.Observer,
 		streams:  map[string]*streamRun{},
+		forwards: map[string]*streamRun{},
 		parts:    map[tp]*partState{},
 		refusals: map[coord]error{},
 		txnID:    opts.Group + "-" + opts.InstanceID,
@@ -234,6 +242,15 @@ func New(opts Options) (*Processor, error) {
 		if sr.inParts == 0 || sr.outParts == 0 || sr.auditParts == 0 {
 			errs = append(errs, fmt.Errorf("stream %s: partition counts of %s, %s and %s unknown", s.Rules.Name(), s.Input, s.Output, opts.AuditTopic))
 		}
+		if s.Repartition != "" {
+			sr.repParts = opts.Partitions[s.Repartition]
+			if sr.repParts == 0 {
+				errs = append(errs, fmt.Errorf("stream %s: partition count of %s unknown", s.Rules.Name(), s.Repartition))
+			}
+			p.streams[s.Repartition] = sr
+			p.forwards[s.Input] = sr
+			continue
+		}
 		p.streams[s.Input] = sr
 	}
 	if len(errs) > 0 {
@@ -249,6 +266,9 @@ func (p *Processor) Ready() bool { return p.ready.Load() && p.restores.Load() ==
 func (p *Processor) inputs() []string {
 	var ts []string
 	for t := range p.streams {
+		ts = append(ts, t)
+	}
+	for t := range p.forwards {
 		ts = append(ts, t)
 	}
 	return ts
@@ -568,6 +588,9 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 	// long restore does not hold a transaction open.
 	first := map[tp]int64{}
 	for _, r := range recs {
+		if p.forwards[r.Topic] != nil {
+			continue // forwarded, not decided: no state
+		}
 		key := tp{r.Topic, r.Partition}
 		if _, ok := first[key]; !ok {
 			first[key] = r.Offset
@@ -610,6 +633,10 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 		p.txnRecs = 0
 	}
 	for _, r := range recs {
+		if fw := p.forwards[r.Topic]; fw != nil {
+			p.forward(ctx, c, fw, r)
+			continue
+		}
 		st := p.parts[tp{r.Topic, r.Partition}]
 		if st == nil {
 			continue // revoked meanwhile: the transaction aborts
@@ -641,8 +668,41 @@ func (p *Processor) partition(key tp) (*partState, error) {
 	return st, nil
 }
 
+// forward writes input record r of a repartitioning stream to its
+// repartition topic, to the partition of its scoped key's hash (a record
+// without a valid key keeps its partition number: it is audited wherever
+// it goes), in the open transaction.
+func (p *Processor) forward(ctx context.Context, c client, s *streamRun, r *kgo.Record) {
+	part := r.Partition % s.repParts
+	if h, ok := s.eng.Route(p.record(r)); ok {
+		part = int32(binary.BigEndian.Uint64(h[:8]) % uint64(s.repParts))
+	}
+	p.txnRecs++
+	c.Produce(context.WithoutCancel(ctx), producer.Forward(r, s.Repartition, part), func(_ *kgo.Record, err error) {
+		if err != nil {
+			p.fail(fmt.Errorf("repartitioning %s/%d/%d into %s: %w", r.Topic, r.Partition, r.Offset, s.Repartition, err))
+		}
+	})
+}
+
+// unwrapped returns the input record a record of st stands for: for a
+// repartition topic, the original with its own coordinates and headers.
+func (p *Processor) unwrapped(st *partState, r *kgo.Record) *kgo.Record {
+	if st.s.Repartition == "" {
+		return r
+	}
+	if in, ok := producer.Unwrap(r); ok {
+		return in
+	}
+	return r
+}
+
 // decide decides one record and produces its output or audit record.
-func (p *Processor) decide(ctx context.Context, c client, st *partState, r *kgo.Record) error {
+func (p *Processor) decide(ctx context.Context, c client, st *partState, rr *kgo.Record) error {
+	// rr is the record consumed (its offset is the partition's); r the
+	// input record it stands for, whose coordinates, key and headers the
+	// decision and its output or audit record carry.
+	r := p.unwrapped(st, rr)
 	if st.batch == nil {
 		st.batch = st.part.NewBatch()
 		st.clNext.Store(0)
@@ -651,10 +711,10 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, r *kgo.
 	if err != nil {
 		return err
 	}
-	st.next = r.Offset + 1
+	st.next = rr.Offset + 1
 	p.txnRecs++
 	p.obs.Decided(st.s.Rules.Name(), d.Reason)
-	at := coord{tp: st.tp, offset: r.Offset}
+	at := coord{tp: st.tp, offset: rr.Offset}
 	var out *kgo.Record
 	now := time.Now()
 	if d.Reason == dedup.FirstSeen {
@@ -671,7 +731,7 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, r *kgo.
 		out = producer.Audit(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), &d)
 	}
 	if out.Topic == p.opts.AuditTopic {
-		err := p.refused(coord{tp: st.tp, offset: r.Offset, audit: true})
+		err := p.refused(coord{tp: st.tp, offset: rr.Offset, audit: true})
 		if err == nil {
 			err = p.opts.Limits[out.Topic].Refuses(out, now)
 		}

@@ -3,6 +3,7 @@ package producer
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -34,6 +35,11 @@ const (
 	// milliseconds), on an audit record whose timestamp the audit topic
 	// refused: it is audited with the time of auditing instead.
 	HeaderOriginalTS = "dedup.original_ts"
+	// HeaderOrigin is set, to the input record's coordinates
+	// (topic/partition/offset), on a record the repartition step forwards
+	// to its repartition topic. kdedup strips it again: output and audit
+	// records carry the input record's own headers and coordinates.
+	HeaderOrigin = "dedup.origin"
 	// ReasonTooLarge is the dedup.reason of a first-seen record its output
 	// topic refused as too large: it is audited instead (its key stays
 	// first-seen, so copies of it are audited as duplicates).
@@ -95,6 +101,59 @@ func Changelog(topic string, partitions, inputPartition int32, key, value []byte
 		p %= partitions
 	}
 	return &kgo.Record{Topic: topic, Partition: p, Key: key, Value: value}
+}
+
+// Forward returns the record the repartition step writes for in: in's
+// key, value, headers and timestamp, plus HeaderOrigin, to partition
+// partition of topic.
+func Forward(in *kgo.Record, topic string, partition int32) *kgo.Record {
+	hs := make([]kgo.RecordHeader, len(in.Headers), len(in.Headers)+1)
+	copy(hs, in.Headers)
+	hs = append(hs, kgo.RecordHeader{Key: HeaderOrigin, Value: coordinates(in.Topic, in.Partition, in.Offset)})
+	return &kgo.Record{Topic: topic, Partition: partition, Key: in.Key, Value: in.Value, Headers: hs, Timestamp: in.Timestamp}
+}
+
+// Unwrap returns the input record a repartitioned record r stands for:
+// r with the coordinates of its HeaderOrigin (its last one) and without
+// that header. ok is false when r has no valid HeaderOrigin.
+func Unwrap(r *kgo.Record) (in *kgo.Record, ok bool) {
+	at := -1
+	for i := range r.Headers {
+		if r.Headers[i].Key == HeaderOrigin {
+			at = i
+		}
+	}
+	if at < 0 {
+		return nil, false
+	}
+	topic, partition, offset, ok := parseCoordinates(string(r.Headers[at].Value))
+	if !ok {
+		return nil, false
+	}
+	c := *r
+	c.Topic, c.Partition, c.Offset = topic, partition, offset
+	c.Headers = make([]kgo.RecordHeader, 0, len(r.Headers)-1)
+	c.Headers = append(append(c.Headers, r.Headers[:at]...), r.Headers[at+1:]...)
+	return &c, true
+}
+
+// parseCoordinates parses topic/partition/offset (the topic may hold '/'
+// in principle: the last two fields are the numbers).
+func parseCoordinates(s string) (topic string, partition int32, offset int64, ok bool) {
+	j := strings.LastIndexByte(s, '/')
+	if j <= 0 {
+		return "", 0, 0, false
+	}
+	i := strings.LastIndexByte(s[:j], '/')
+	if i <= 0 {
+		return "", 0, 0, false
+	}
+	p, err1 := strconv.ParseInt(s[i+1:j], 10, 32)
+	o, err2 := strconv.ParseInt(s[j+1:], 10, 64)
+	if err1 != nil || err2 != nil || p < 0 || o < 0 {
+		return "", 0, 0, false
+	}
+	return s[:i], int32(p), o, true
 }
 
 // Audit returns the audit record for in, decided d in stream: in's key,

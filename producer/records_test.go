@@ -157,3 +157,41 @@ func TestRefusals(t *testing.T) {
 		})
 	}
 }
+
+func TestForwardUnwrap(t *testing.T) {
+	in := &kgo.Record{Topic: "push/events", Partition: 4, Offset: 77, Key: []byte("user-1"), Value: []byte("v"), Timestamp: time.UnixMilli(5),
+		Headers: []kgo.RecordHeader{{Key: "Idempotency-Key", Value: []byte("k")}}}
+	f := Forward(in, "g.push.repartition", 2)
+	if f.Topic != "g.push.repartition" || f.Partition != 2 || string(f.Key) != "user-1" || len(in.Headers) != 1 {
+		t.Fatalf("forwarded %+v (input headers %v)", f, in.Headers)
+	}
+	if v, n := header(f, HeaderOrigin); v != "push/events/4/77" || n != 1 {
+		t.Fatalf("origin %q (%d)", v, n)
+	}
+	f.Offset = 1234 // where the repartition topic put it
+	u, ok := Unwrap(f)
+	if !ok || u.Topic != in.Topic || u.Partition != 4 || u.Offset != 77 || !sameHeaders(u.Headers, in.Headers) || string(u.Value) != "v" {
+		t.Fatalf("unwrapped %+v, %v", u, ok)
+	}
+	for _, bad := range []string{"", "x", "t/1", "t/-1/2", "t/1/x", "/1/2"} {
+		r := &kgo.Record{Headers: []kgo.RecordHeader{{Key: HeaderOrigin, Value: []byte(bad)}}}
+		if _, ok := Unwrap(r); ok {
+			t.Errorf("origin %q unwrapped", bad)
+		}
+	}
+	if _, ok := Unwrap(in); ok {
+		t.Error("a record without origin unwrapped")
+	}
+}
+
+func sameHeaders(a, b []kgo.RecordHeader) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Key != b[i].Key || string(a[i].Value) != string(b[i].Value) {
+			return false
+		}
+	}
+	return true
+}

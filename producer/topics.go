@@ -17,6 +17,9 @@ import (
 // StreamTopics names one stream's input and output.
 type StreamTopics struct {
 	Input, Output string
+	// Repartition is the stream's repartition topic, created with the
+	// input's partition count; empty: none.
+	Repartition string
 }
 
 // TopicPlan is every topic a processor reads or writes.
@@ -123,6 +126,9 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, plan TopicPlan, brokers
 	var auditParts int32 = 1
 	for _, s := range plan.Streams {
 		want[s.Output] = parts[s.Input]
+		if s.Repartition != "" {
+			want[s.Repartition] = parts[s.Input]
+		}
 		auditParts = max(auditParts, parts[s.Input])
 	}
 	if plan.Audit != "" {

@@ -47,7 +47,7 @@ func TestEnsureTopics(t *testing.T) {
 	adm := admin(t, c.ListenAddrs()...)
 	ctx := context.Background()
 	plan := TopicPlan{
-		Streams: []StreamTopics{{"push-events", "push-events.deduped"}, {"order-events", "order-events.deduped"}, {"new-events", "new-events.deduped"}},
+		Streams: []StreamTopics{{Input: "push-events", Output: "push-events.deduped"}, {Input: "order-events", Output: "order-events.deduped"}, {Input: "new-events", Output: "new-events.deduped"}},
 		Audit:   "dedup.audit", Changelog: "kdedup.changelog", CreateInputs: 3,
 	}
 	parts, err := EnsureTopics(ctx, adm, plan, c.ListenAddrs(), 10*time.Second, zerolog.Nop())
@@ -84,7 +84,7 @@ func TestEnsureTopicsWaitsForInputs(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := EnsureTopics(ctx, adm, TopicPlan{Streams: []StreamTopics{{"late", "late.deduped"}}, Audit: "a"}, c.ListenAddrs(), 5*time.Second, zerolog.Nop())
+		_, err := EnsureTopics(ctx, adm, TopicPlan{Streams: []StreamTopics{{Input: "late", Output: "late.deduped"}}, Audit: "a"}, c.ListenAddrs(), 5*time.Second, zerolog.Nop())
 		done <- err
 	}()
 	if _, err := adm.CreateTopics(ctx, 2, 1, nil, "late"); err != nil {
@@ -99,7 +99,7 @@ func TestEnsureTopicsWaitsForInputs(t *testing.T) {
 func TestEnsureTopicsNamesDeadBrokers(t *testing.T) {
 	adm := admin(t, "127.0.0.1:1")
 	start := time.Now()
-	_, err := EnsureTopics(context.Background(), adm, TopicPlan{Streams: []StreamTopics{{"a", "b"}}}, []string{"127.0.0.1:1"}, 3*time.Second, zerolog.Nop())
+	_, err := EnsureTopics(context.Background(), adm, TopicPlan{Streams: []StreamTopics{{Input: "a", Output: "b"}}}, []string{"127.0.0.1:1"}, 3*time.Second, zerolog.Nop())
 	if !errors.Is(err, ErrBrokers) || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("error %v does not name the broker", err)
 	}

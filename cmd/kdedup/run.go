@@ -114,8 +114,8 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		if err != nil {
 			return fmt.Errorf("streams[%d]: %w", i, err)
 		}
-		streams = append(streams, consumer.Stream{Rules: rules, Input: s.Input, Output: s.Output})
-		plan.Streams = append(plan.Streams, producer.StreamTopics{Input: s.Input, Output: s.Output})
+		streams = append(streams, consumer.Stream{Rules: rules, Input: s.Input, Output: s.Output, Repartition: s.RepartitionTopic})
+		plan.Streams = append(plan.Streams, producer.StreamTopics{Input: s.Input, Output: s.Output, Repartition: s.RepartitionTopic})
 	}
 
 	store, err := state.Open(filepath.Join(cfg.StateDir, "state"), state.Options{
@@ -164,6 +164,9 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		written := map[string]int32{cfg.AuditTopic: parts[cfg.AuditTopic], cfg.ChangelogTopic: parts[cfg.ChangelogTopic]}
 		for _, s := range cfg.Streams {
 			written[s.Output] = parts[s.Output]
+			if s.RepartitionTopic != "" {
+				written[s.RepartitionTopic] = parts[s.RepartitionTopic]
+			}
 		}
 		if err := embedded.EndCrashedTransactions(ctx, brokers, cfg.Group+"-"+cfg.InstanceID, written); err != nil {
 			if ctx.Err() != nil {

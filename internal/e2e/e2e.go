@@ -44,6 +44,10 @@ type Topics struct {
 	OrderOutput string
 	Audit       string
 	Group       string
+	// Repartition turns the repartition step on for both streams
+	// (Config); PushRepartition and OrderRepartition are their topics.
+	Repartition                       bool
+	PushRepartition, OrderRepartition string
 }
 
 // NewTopics returns the names under prefix: prefix+"push-events" and so on.
@@ -57,6 +61,15 @@ func NewTopics(prefix string) *Topics {
 		Audit:       prefix + "dedup.audit",
 		Group:       prefix + "e2e",
 	}
+}
+
+// Repartitioned returns tp with the repartition step on.
+func (tp *Topics) Repartitioned() *Topics {
+	c := *tp
+	c.Repartition = true
+	c.PushRepartition = c.Group + ".push.repartition"
+	c.OrderRepartition = c.Group + ".order.repartition"
+	return &c
 }
 
 // Inputs returns the input topics.
@@ -88,6 +101,7 @@ streams:
       - json: data.resubmitCheckKey
     scope: [header:tenant-id]
     key_max_length: 64
+    repartition: %v
   - name: order
     input: %s
     output: %s
@@ -97,7 +111,8 @@ streams:
       - json: order_id
     scope: [json:tenant_id]
     key_format: uuid
-%s`, tp.Group, instance, stateDir, tp.Audit, tp.PushInput, tp.PushOutput, PushTTL, tp.OrderInput, tp.OrderOutput, OrderTTL, extra)
+    repartition: %v
+%s`, tp.Group, instance, stateDir, tp.Audit, tp.PushInput, tp.PushOutput, PushTTL, tp.Repartition, tp.OrderInput, tp.OrderOutput, OrderTTL, tp.Repartition, extra)
 }
 
 // Workload generates events. It is deterministic for a seed.
@@ -221,6 +236,7 @@ type Expect struct {
 	Key     string // dedup.key; "" when missing
 	First   string // dedup.first for duplicate and conflict
 	FirstTS int64
+	id      string // the scoped key, for a valid key
 }
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -287,6 +303,13 @@ func jsonKey(value []byte, path string) (string, bool, bool) {
 
 // Decide returns what input record r (with its offset) must become.
 func (m *Model) Decide(r *kgo.Record) Expect {
+	return m.DecideAt(r, fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset))
+}
+
+// DecideAt is Decide for a record whose own coordinates are src: with
+// the repartition step, r is the repartitioned copy (its partition the
+// state's) and src the input record it stands for.
+func (m *Model) DecideAt(r *kgo.Record, src string) Expect {
 	pk := fmt.Sprintf("%s/%d", r.Topic, r.Partition)
 	pm := m.parts[pk]
 	if pm == nil {
@@ -328,14 +351,14 @@ func (m *Model) Decide(r *kgo.Record) Expect {
 	e := pm.keys[id]
 	ttlMs := ttl.Milliseconds()
 	if e == nil || ts >= e.expiry || wm >= e.expiry+ttlMs /* lateness = ttl */ {
-		pm.keys[id] = &modelEntry{first: fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset), firstTS: ts, expiry: ts + ttlMs, value: string(r.Value)}
-		return Expect{Reason: "first_seen", Key: key}
+		pm.keys[id] = &modelEntry{first: src, firstTS: ts, expiry: ts + ttlMs, value: string(r.Value)}
+		return Expect{Reason: "first_seen", Key: key, id: id}
 	}
 	reason := "duplicate"
 	if e.value != string(r.Value) {
 		reason = "conflict"
 	}
-	return Expect{Reason: reason, Key: key, First: e.first, FirstTS: e.firstTS}
+	return Expect{Reason: reason, Key: key, First: e.first, FirstTS: e.firstTS, id: id}
 }
 
 // ReadAll reads the committed records of topics (read_committed) until at
@@ -493,6 +516,13 @@ func (tp *Topics) Check(inputs, outputs, audits []*kgo.Record) *Report {
 		rep.Wrong += len(got)
 		rep.problem("%s: %d output records where none were expected", k, len(got))
 	}
+	rep.checkAudits(audits, wantAudit)
+	return rep
+}
+
+// checkAudits compares audit records with the model's expectations, by
+// source coordinates.
+func (rep *Report) checkAudits(audits []*kgo.Record, wantAudit map[string]Expect) {
 	seen := map[string]bool{}
 	for _, a := range audits {
 		src, _ := header(a, "dedup.source")
@@ -528,7 +558,6 @@ func (tp *Topics) Check(inputs, outputs, audits []*kgo.Record) *Report {
 			rep.problem("audit: %s (%s) missing", src, wantAudit[src].Reason)
 		}
 	}
-	return rep
 }
 
 func containsFrom(rs []*kgo.Record, from int, r *kgo.Record) bool {
@@ -562,4 +591,107 @@ func sameRecord(a, b *kgo.Record) bool {
 		}
 	}
 	return true
+}
+
+// CheckRepartitioned checks a run with the repartition step: every input
+// forwarded to its stream's repartition topic exactly once (reps, read
+// back with their origin headers), then decided in the repartition
+// topics' order: every first-seen input exactly once in its output, in the
+// input's partition, byte-identical (order across keys is the repartition
+// topics', so outputs are compared as multisets); every other input
+// exactly once in the audit with its own coordinates, reason, key and
+// first-seen coordinates.
+func (tp *Topics) CheckRepartitioned(inputs, reps, outputs, audits []*kgo.Record) *Report {
+	rep := &Report{ByReason: map[string]int{}, Inputs: len(inputs)}
+	coords := func(topic string, p int32, o int64) string { return fmt.Sprintf("%s/%d/%d", topic, p, o) }
+	byCoord := map[string]*kgo.Record{}
+	for _, in := range inputs {
+		byCoord[coords(in.Topic, in.Partition, in.Offset)] = in
+	}
+	forwarded := map[string]bool{}
+	var ordered []*kgo.Record
+	origin := map[*kgo.Record]string{}
+	for _, r := range reps {
+		src, _ := header(r, "dedup.origin")
+		switch {
+		case byCoord[src] == nil:
+			rep.Wrong++
+			rep.problem("repartition %s/%d/%d: origin %q is no input", r.Topic, r.Partition, r.Offset, src)
+			continue
+		case forwarded[src]:
+			rep.Duplicated++
+			rep.problem("repartition: %s forwarded twice", src)
+			continue
+		}
+		forwarded[src] = true
+		ordered = append(ordered, r)
+		origin[r] = src
+	}
+	for c := range byCoord {
+		if !forwarded[c] {
+			rep.Lost++
+			rep.problem("repartition: %s never forwarded", c)
+		}
+	}
+	sort.Slice(ordered, func(i, j int) bool {
+		a, b := ordered[i], ordered[j]
+		if a.Topic != b.Topic {
+			return a.Topic < b.Topic
+		}
+		if a.Partition != b.Partition {
+			return a.Partition < b.Partition
+		}
+		return a.Offset < b.Offset
+	})
+	m := tp.NewModel()
+	wantOut := map[string]int{} // output topic/partition + signature -> count
+	wantAudit := map[string]Expect{}
+	routed := map[string]int32{} // stream and scoped key -> repartition partition
+	for _, r := range ordered {
+		in := byCoord[origin[r]]
+		// The model sees the input record in the repartition partition's
+		// place.
+		c := *in
+		c.Partition, c.Offset = r.Partition, r.Offset
+		e := m.DecideAt(&c, origin[r])
+		if e.id != "" {
+			// Every copy of a key must reach the same partition, or the
+			// model, following kdedup's routing, would agree with it.
+			k := in.Topic + "\x00" + e.id
+			if p, ok := routed[k]; ok && p != r.Partition {
+				rep.Wrong++
+				rep.problem("%s (key %q) routed to repartition partition %d, earlier copies to %d", origin[r], e.Key, r.Partition, p)
+			}
+			routed[k] = r.Partition
+		}
+		rep.ByReason[e.Reason]++
+		if e.Reason == "first_seen" {
+			out := tp.PushOutput
+			if in.Topic == tp.OrderInput {
+				out = tp.OrderOutput
+			}
+			wantOut[fmt.Sprintf("%s/%d|%s", out, in.Partition, signature(in))]++
+			rep.FirstSeen++
+		} else {
+			wantAudit[origin[r]] = e
+			rep.Audited++
+		}
+	}
+	for _, o := range outputs {
+		k := fmt.Sprintf("%s/%d|%s", o.Topic, o.Partition, signature(o))
+		if wantOut[k] > 0 {
+			wantOut[k]--
+			continue
+		}
+		rep.Wrong++
+		rep.problem("%s/%d: output offset %d (%q) is not an expected first-seen record (or one too many)", o.Topic, o.Partition, o.Offset, o.Value)
+	}
+	for k, n := range wantOut {
+		if n > 0 {
+			rep.Lost += n
+			rep.problem("output %s missing %d times", k, n)
+		}
+	}
+	rep.checkAudits(audits, wantAudit)
+	return rep
 }
