@@ -86,6 +86,29 @@ func setup(t *testing.T) *env {
 	return e
 }
 
+// split separates output records from audit records.
+func (e *env) split(decided []*kgo.Record) (outs, audits []*kgo.Record) {
+	for _, r := range decided {
+		if r.Topic == e.tp.Audit {
+			audits = append(audits, r)
+		} else {
+			outs = append(outs, r)
+		}
+	}
+	return outs, audits
+}
+
+// testSeed returns the seed of a randomized test: KDEDUP_CRASH_SEED when
+// set (to rerun a failure), else the time. It logs how to rerun.
+func testSeed(t *testing.T) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("KDEDUP_CRASH_SEED"); s != "" {
+		fmt.Sscan(s, &seed)
+	}
+	t.Logf("seed %d (rerun with KDEDUP_CRASH_SEED=%d)", seed, seed)
+	return seed
+}
+
 // prefixFor returns a topic and group prefix of t's own on a shared
 // cluster: its name and the time.
 func prefixFor(t *testing.T) string {
@@ -337,14 +360,7 @@ func (e *env) verify(t *testing.T, inputs int) *e2e.Report {
 	if err != nil {
 		t.Logf("reading outputs: %v", err)
 	}
-	var outs, audits []*kgo.Record
-	for _, r := range decided {
-		if r.Topic == e.tp.Audit {
-			audits = append(audits, r)
-		} else {
-			outs = append(outs, r)
-		}
-	}
+	outs, audits := e.split(decided)
 	return e.tp.Check(in, outs, audits)
 }
 
@@ -375,11 +391,7 @@ func TestExactlyOnce(t *testing.T) {
 // with the same state directory; the result must still be exactly once.
 func TestCrashRecovery(t *testing.T) {
 	e := setup(t)
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("KDEDUP_CRASH_SEED"); s != "" {
-		fmt.Sscan(s, &seed)
-	}
-	t.Logf("seed %d (rerun with KDEDUP_CRASH_SEED=%d)", seed, seed)
+	seed := testSeed(t)
 	cfg := e.config(t, "crashy", "")
 	const rounds, perRound = 15, 2_000
 	kills, terms, in := crashLoop(t, e, cfg, seed, rounds, perRound)

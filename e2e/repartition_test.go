@@ -21,8 +21,7 @@ import (
 func TestRepartition(t *testing.T) {
 	e := setup(t)
 	e.tp = e.tp.Repartitioned()
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 4))
 	cfg := e.config(t, "rep", "")
 	const rounds, perRound = 8, 2_000
@@ -62,14 +61,7 @@ func TestRepartition(t *testing.T) {
 		t.Logf("reading outputs: %v", err)
 	}
 	in.stop(t)
-	var outs, audits []*kgo.Record
-	for _, r := range decided {
-		if r.Topic == e.tp.Audit {
-			audits = append(audits, r)
-		} else {
-			outs = append(outs, r)
-		}
-	}
+	outs, audits := e.split(decided)
 	rep := e.tp.CheckRepartitioned(inputs, reps, outs, audits)
 	// Copies caught across input partitions: the point of the step.
 	across := 0

@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -24,11 +23,7 @@ import (
 // other record, under read_committed, as in the crash test.
 func TestScaleOut(t *testing.T) {
 	e := setup(t)
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("KDEDUP_CRASH_SEED"); s != "" {
-		fmt.Sscan(s, &seed)
-	}
-	t.Logf("seed %d (rerun with KDEDUP_CRASH_SEED=%d)", seed, seed)
+	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 3))
 	root := t.TempDir()
 	cfg := func(name string) string {

@@ -388,7 +388,9 @@ func (b *Batch) Commit(input, changelog int64) error {
 // is at or below the committed watermark. It reads the retirement index
 // from its start, so its cost is O(retired keys), never a scan of live
 // ones. deleted, if not nil, is called with each deleted key. more reports
-// that retired keys remain (limit was reached).
+// that retired keys remain (limit was reached). It is Retire in a batch of
+// its own, committed with the stamp's offsets unchanged: local garbage
+// collection, for state whose deletions need no changelog tombstones.
 //
 // Collecting changes no decision (retired keys decide as absent), so it
 // may run between any two batches; never while a Batch of the partition is
@@ -397,78 +399,19 @@ func (p *Partition) Collect(limit int, deleted func(dedup.Hash)) (n int, more bo
 	if err := p.check(); err != nil {
 		return 0, false, err
 	}
-	wm := p.stamp.EventTime
-	if wm == math.MinInt64 {
-		return 0, false, nil
-	}
-	lower := append(append([]byte(nil), p.prefix...), kindRetire)
-	var h dedup.Hash
-	upper := appendRetireKey(nil, p.prefix, wm, h) // hash 0: below every key retiring at wm...
-	upper = prefixEnd(upper[:len(upper)-len(h)])   // ...so end after every key of time wm instead
-	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	b := p.NewBatch()
+	n, more, err = b.Retire(limit, deleted)
 	if err != nil {
-		return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
+		b.Discard()
+		return 0, false, err
 	}
-	defer it.Close()
-	wb := p.db.NewBatch()
-	defer wb.Close()
-	st := p.stamp
-	var last, k []byte
-	seen := 0
-	gone := map[dedup.Hash]struct{}{} // a key indexed twice (replaced, then retired again) is deleted once
-	for valid := it.First(); valid; valid = it.Next() {
-		if seen == limit {
-			more = true
-			break
-		}
-		seen++
-		key := it.Key()
-		copy(h[:], key[len(key)-len(h):])
-		last = append(last[:0], key...)
-		e, ok, err := p.Get(h)
-		if err != nil {
-			return 0, false, err
-		}
-		if _, dup := gone[h]; !ok || dup {
-			continue // replaced and already collected
-		}
-		if retire := addSat(e.Expiry, p.lateness); retire > wm {
-			// Replaced or refreshed since this index entry was written,
-			// or lateness grew: index it where it now retires.
-			k = appendRetireKey(k[:0], p.prefix, retire, h)
-			if err := wb.Set(k, nil, nil); err != nil {
-				return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
-			}
-			continue
-		}
-		k = appendEntryKey(k[:0], p.prefix, h)
-		if err := wb.Delete(k, nil); err != nil {
-			return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
-		}
-		gone[h] = struct{}{}
-		st.Keys--
-		n++
-		if deleted != nil {
-			deleted(h)
-		}
-	}
-	if err := it.Error(); err != nil {
-		return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
-	}
-	if last == nil {
+	if b.retiredTo == nil && len(b.reindex) == 0 {
+		b.Discard()
 		return 0, false, nil
 	}
-	// One range tombstone for the index entries read: later scans skip the
-	// whole span at once instead of stepping over a point tombstone each.
-	if err := wb.DeleteRange(lower, append(last, 0), nil); err != nil {
+	st := p.stamp
+	if err := b.Commit(st.Input, st.Changelog); err != nil {
 		return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
 	}
-	if err := wb.Set(stampKey(p.prefix), appendStamp(nil, st), nil); err != nil {
-		return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
-	}
-	if err := p.db.Apply(wb, pebble.NoSync); err != nil {
-		return 0, false, fmt.Errorf("collecting state of %s/%d: %w", p.topic, p.partition, err)
-	}
-	p.stamp = st
 	return n, more, nil
 }
