@@ -66,9 +66,28 @@ func newHandoverFixture(tb testing.TB, keys int) *handoverFixture {
 	return &handoverFixture{c: c, to: to}
 }
 
+// readyObserver records Ready as the restore reports to it.
+type readyObserver struct {
+	nopObserver
+	p           *Processor
+	readyDuring []bool
+}
+
+func (o *readyObserver) Restored(string, int32, int64, int64) {
+	o.readyDuring = append(o.readyDuring, o.p.Ready())
+}
+
 // restoreInto restores push-events/0 from the fixture's changelog into a
 // fresh store in dir and returns the keys restored.
 func (f *handoverFixture) restoreInto(tb testing.TB, dir string) int64 {
+	tb.Helper()
+	keys, _ := f.restoreObserved(tb, dir)
+	return keys
+}
+
+// restoreObserved is restoreInto that also returns what Ready said while
+// the restore reported progress, and after it.
+func (f *handoverFixture) restoreObserved(tb testing.TB, dir string) (int64, *readyObserver) {
 	tb.Helper()
 	rules, err := dedup.Compile(config.Stream{Name: "push", Input: hoInput, Output: hoInput + ".deduped", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
 	if err != nil {
@@ -89,6 +108,9 @@ func (f *handoverFixture) restoreInto(tb testing.TB, dir string) int64 {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	obs := &readyObserver{p: p}
+	p.obs = obs
+	p.ready.Store(true) // consuming: only the restore may make it unready
 	st, err := p.partition(tp{hoInput, 0})
 	if err != nil {
 		tb.Fatal(err)
@@ -101,7 +123,8 @@ func (f *handoverFixture) restoreInto(tb testing.TB, dir string) int64 {
 	}
 	keys := st.part.Stamp().Keys
 	st.part.Close()
-	return keys
+	obs.readyDuring = append(obs.readyDuring, p.Ready())
+	return keys, obs
 }
 
 // TestRestoreFromChangelog: a host with no state rebuilds a partition from
@@ -109,8 +132,19 @@ func (f *handoverFixture) restoreInto(tb testing.TB, dir string) int64 {
 func TestRestoreFromChangelog(t *testing.T) {
 	f := newHandoverFixture(t, 5_000)
 	defer f.c.Close()
-	if keys := f.restoreInto(t, t.TempDir()); keys != 5_000 {
+	keys, obs := f.restoreObserved(t, t.TempDir())
+	if keys != 5_000 {
 		t.Fatalf("restored %d keys, want 5000", keys)
+	}
+	// /readyz: not ready while the restore runs, ready after.
+	n := len(obs.readyDuring)
+	if n < 2 || obs.readyDuring[n-1] != true {
+		t.Fatalf("Ready during and after the restore: %v", obs.readyDuring)
+	}
+	for _, r := range obs.readyDuring[:n-1] {
+		if r {
+			t.Fatalf("Ready while restoring: %v", obs.readyDuring)
+		}
 	}
 }
 
