@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -79,5 +80,41 @@ func TestListenBusyAddress(t *testing.T) {
 	}
 	if _, err := Listen(srv.Addr(), NewMetrics(), func() bool { return true }, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "admin_addr") {
 		t.Fatalf("second listen on %s: %v", srv.Addr(), err)
+	}
+}
+
+func TestSnapshotEndpoint(t *testing.T) {
+	srv, err := Listen("127.0.0.1:0", NewMetrics(), func() bool { return true }, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	srv.HandleSnapshot(func() (any, error) {
+		calls++
+		if calls == 2 {
+			return nil, errors.New("disk full")
+		}
+		return map[string]string{"dir": "/state/snapshots/1"}, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(ctx)
+	post := func() (int, string) {
+		resp, err := http.Post("http://"+srv.Addr()+"/state/snapshot", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post(); code != http.StatusOK || !strings.Contains(body, `"dir":"/state/snapshots/1"`) {
+		t.Fatalf("snapshot: %d %s", code, body)
+	}
+	if code, body := post(); code != http.StatusInternalServerError || !strings.Contains(body, "disk full") {
+		t.Fatalf("failed snapshot: %d %s", code, body)
+	}
+	if code, _ := get(t, "http://"+srv.Addr()+"/state/snapshot"); code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET snapshot: %d", code)
 	}
 }

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,7 @@ import (
 // Server serves the admin endpoints.
 type Server struct {
 	srv *http.Server
+	mux *http.ServeMux
 	ln  net.Listener
 	log zerolog.Logger
 }
@@ -40,9 +42,30 @@ func Listen(addr string, m *Metrics, ready func() bool, log zerolog.Logger) (*Se
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	return &Server{
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		mux: mux,
 		ln:  ln,
 		log: log,
 	}, nil
+}
+
+// HandleSnapshot adds POST /state/snapshot: snapshot writes a snapshot of
+// the running instance's state into a directory of its own choosing (the
+// request names no path: an HTTP client cannot make kdedup write
+// elsewhere) and returns a value answered as JSON, or an error answered
+// as 500. kdedup state snapshot calls it when the store is in use.
+func (s *Server) HandleSnapshot(snapshot func() (any, error)) {
+	s.mux.HandleFunc("POST /state/snapshot", func(w http.ResponseWriter, _ *http.Request) {
+		v, err := snapshot()
+		if err != nil {
+			s.log.Error().Err(err).Msg("snapshot")
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if err := json.NewEncoder(w).Encode(v); err != nil {
+			s.log.Warn().Err(err).Msg("answering a snapshot request")
+		}
+	})
 }
 
 // Addr returns the bound address.

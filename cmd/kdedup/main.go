@@ -23,8 +23,9 @@ Usage:
                                        events and print a summary (kdedup demo -h for its flags)
   kdedup check --config FILE [flags]   validate a configuration and print it with every default
   kdedup state snapshot --config FILE --out DIR
-                                       snapshot the state (Pebble checkpoint plus stamps) of a
-                                       stopped instance, for backups and fast bootstrap
+                                       snapshot the state (Pebble checkpoint plus stamps), for
+                                       backups and fast bootstrap; a running instance is asked
+                                       through its admin_addr
   kdedup state restore --config FILE --from DIR
                                        put a snapshot into an empty state_dir; refused when the
                                        changelog no longer holds what followed it

@@ -201,6 +201,18 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		if err != nil {
 			return err
 		}
+		srv.HandleSnapshot(func() (any, error) {
+			dir, err := filepath.Abs(filepath.Join(cfg.StateDir, "snapshots", time.Now().UTC().Format("20060102T150405.000000000Z")))
+			if err != nil {
+				return nil, err
+			}
+			m, err := store.Snapshot(dir, cfg.Group, cfg.ChangelogTopic)
+			if err != nil {
+				return nil, err
+			}
+			log.Info().Str("dir", dir).Int("partitions", len(m.Keyspaces)).Msg("snapshot taken")
+			return snapshotAnswer{Dir: dir, Manifest: m}, nil
+		})
 		go srv.Serve(ctx)
 		log.Info().Str("addr", srv.Addr()).Msg("admin endpoints: /healthz /readyz /metrics")
 	}

@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -70,14 +75,83 @@ func stateCmd(args, env []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// snapshot writes a snapshot of the state of a stopped instance.
+// snapshotAnswer is the admin API's answer to POST /state/snapshot.
+type snapshotAnswer struct {
+	Dir      string                  `json:"dir"`
+	Manifest *state.SnapshotManifest `json:"manifest"`
+}
+
+// snapshot writes a snapshot of the state into dir. A stopped instance's
+// store is opened here; a running one (the store is locked) is asked
+// through its admin API to take the snapshot, which is then moved to dir.
 func snapshot(cfg *config.Config, dir string) (*state.SnapshotManifest, error) {
-	store, err := state.Open(filepath.Join(cfg.StateDir, "state"), state.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("%w (is kdedup running with this state_dir? stop it first)", err)
+	if _, err := os.Stat(dir); err == nil {
+		return nil, fmt.Errorf("snapshot into %s: %w", dir, os.ErrExist)
 	}
-	defer store.Close()
-	return store.Snapshot(dir, cfg.Group, cfg.ChangelogTopic)
+	store, err := state.Open(filepath.Join(cfg.StateDir, "state"), state.Options{})
+	if err == nil {
+		defer store.Close()
+		return store.Snapshot(dir, cfg.Group, cfg.ChangelogTopic)
+	}
+	if cfg.AdminAddr == "" {
+		return nil, fmt.Errorf("%w (is kdedup running with this state_dir? stop it, or set admin_addr so that the running instance takes the snapshot)", err)
+	}
+	resp, perr := http.Post("http://"+cfg.AdminAddr+"/state/snapshot", "", nil)
+	if perr != nil {
+		return nil, fmt.Errorf("%w; asking the running instance at admin_addr %s: %w", err, cfg.AdminAddr, perr)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("the running instance at %s could not take a snapshot: %s: %s", cfg.AdminAddr, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var a snapshotAnswer
+	if err := json.Unmarshal(body, &a); err != nil || a.Manifest == nil {
+		return nil, fmt.Errorf("the running instance at %s answered %q: %v", cfg.AdminAddr, body, err)
+	}
+	if err := moveDir(a.Dir, dir); err != nil {
+		return nil, fmt.Errorf("moving the snapshot from %s to %s: %w", a.Dir, dir, err)
+	}
+	return a.Manifest, nil
+}
+
+// moveDir renames from to to, or copies it across file systems and
+// removes from.
+func moveDir(from, to string) error {
+	if err := os.Rename(from, to); err == nil {
+		return nil
+	}
+	err := filepath.WalkDir(from, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(from, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(to, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		in, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+	if err != nil {
+		return err
+	}
+	return os.RemoveAll(from)
 }
 
 // restoreSnapshot checks a snapshot against the configuration and the

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -110,5 +112,90 @@ func TestStateSnapshotRestore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(again, "state")); err == nil {
 		t.Fatal("a refused restore wrote state")
+	}
+}
+
+// TestSnapshotOfRunningInstance: with the store locked by a running
+// kdedup, kdedup state snapshot asks it through admin_addr and moves the
+// snapshot it took to --out.
+func TestSnapshotOfRunningInstance(t *testing.T) {
+	c := kfake.MustCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "push-events"))
+	defer c.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	root := t.TempDir()
+	cfgFile := filepath.Join(root, "kdedup.yaml")
+	body := "brokers: [" + c.ListenAddrs()[0] + "]\nstate_dir: " + filepath.Join(root, "data") + "\nadmin_addr: " + addr +
+		"\nstreams:\n  - name: push\n    input: push-events\n    ttl: 1h\n    key: [{header: Idempotency-Key}]\n"
+	if err := os.WriteFile(cfgFile, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	cfg, ok := loadConfig("run", []string{"--config", cfgFile}, nil, &errb)
+	if !ok {
+		t.Fatal(errb.String())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, cfg, zerolog.Nop(), serveOptions{started: func(served) { close(started) }})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("serve ended: %v", err)
+	}
+	// Something to snapshot: one decided record.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "push-events", Partition: 1, Value: []byte("{}"),
+		Headers: []kgo.RecordHeader{{Key: "Idempotency-Key", Value: []byte("k")}}}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(root, "backup")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var o, e bytes.Buffer
+		code := run([]string{"state", "snapshot", "--config", cfgFile, "--out", out}, nil, &o, &e)
+		if code != 0 {
+			t.Fatalf("snapshot of a running instance: exit %d\n%s%s", code, o.String(), e.String())
+		}
+		m, err := state.ReadSnapshot(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Keyspaces) == 1 && m.Keyspaces[0].Keys == 1 {
+			break // the decided record is in it
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot holds the decided record: %+v", m)
+		}
+		if err := os.RemoveAll(out); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling until the record is decided and committed
+	}
+	// The running instance took it (under state_dir/snapshots), and it
+	// was moved from there.
+	entries, err := os.ReadDir(filepath.Join(root, "data", "snapshots"))
+	if err != nil {
+		t.Fatalf("the running instance took no snapshot: %v", err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("the snapshot was copied, not moved: %v left behind", entries)
 	}
 }
