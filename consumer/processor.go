@@ -496,12 +496,30 @@ type client interface {
 	PollRecords(ctx context.Context, n int) kgo.Fetches
 	Begin() error
 	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	// Flush waits until every record produced so far succeeded or failed.
+	Flush(ctx context.Context) error
 	// End ends the transaction (at-least-once: flushes and commits the
 	// offsets). An error means the outcome is unknown.
 	End(ctx context.Context, commit bool) (committed bool, err error)
+	// Committed returns the group's committed offset of a partition as the
+	// client knows it, or -1.
+	Committed(topic string, partition int32) int64
 }
 
 type txnClient struct{ *kgo.GroupTransactSession }
+
+func (c txnClient) Flush(ctx context.Context) error { return c.Client().Flush(ctx) }
+
+func (c txnClient) Committed(topic string, partition int32) int64 {
+	return committedOf(c.Client(), topic, partition)
+}
+
+func committedOf(cl *kgo.Client, topic string, partition int32) int64 {
+	if o, ok := cl.CommittedOffsets()[topic][partition]; ok {
+		return o.Offset
+	}
+	return -1
+}
 
 func (c txnClient) End(ctx context.Context, commit bool) (bool, error) {
 	return c.GroupTransactSession.End(ctx, kgo.TransactionEndTry(commit))
@@ -515,7 +533,11 @@ type alosClient struct{ cl *kgo.Client }
 func (c *alosClient) PollRecords(ctx context.Context, n int) kgo.Fetches {
 	return c.cl.PollRecords(ctx, n)
 }
-func (c *alosClient) Begin() error { return nil }
+func (c *alosClient) Begin() error                    { return nil }
+func (c *alosClient) Flush(ctx context.Context) error { return c.cl.Flush(ctx) }
+func (c *alosClient) Committed(topic string, partition int32) int64 {
+	return committedOf(c.cl, topic, partition)
+}
 func (c *alosClient) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
 	c.cl.Produce(ctx, r, promise)
 }
@@ -601,7 +623,7 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 		if err != nil {
 			return err
 		}
-		if st.check && st.part.Stamp().Input != first[key] && p.inTxn {
+		if st.check && p.opts.Guarantee == config.ExactlyOnce && p.inTxn && p.behind(c, st, first[key]) {
 			// A restore can take long, longer than the transaction may
 			// stay open. Committing now would commit the offsets of this
 			// poll's records, decided or not: abort instead, which
@@ -617,6 +639,12 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 			return err
 		}
 		if st.check {
+			if committed := c.Committed(key.topic, key.partition); committed >= 0 && st.part.Stamp().Input == committed {
+				// The state reflects the committed offset; the first
+				// record may lie beyond it (transaction markers take
+				// offsets).
+				off = committed
+			}
 			if err := p.restore(ctx, st, off); err != nil {
 				return fmt.Errorf("restoring %s/%d: %w", key.topic, key.partition, err)
 			}
@@ -646,6 +674,14 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 		}
 	}
 	return nil
+}
+
+// behind reports whether st's state needs a restore before its record at
+// offset first: its stamp is neither the group's committed offset nor
+// first.
+func (p *Processor) behind(c client, st *partState, first int64) bool {
+	in := st.part.Stamp().Input
+	return in != first && in != c.Committed(st.tp.topic, st.tp.partition)
 }
 
 // partition returns the state of an assigned partition, opening its
@@ -678,11 +714,21 @@ func (p *Processor) forward(ctx context.Context, c client, s *streamRun, r *kgo.
 		part = int32(binary.BigEndian.Uint64(h[:8]) % uint64(s.repParts))
 	}
 	p.txnRecs++
-	c.Produce(context.WithoutCancel(ctx), producer.Forward(r, s.Repartition, part), func(_ *kgo.Record, err error) {
-		if err != nil {
-			p.fail(fmt.Errorf("repartitioning %s/%d/%d into %s: %w", r.Topic, r.Partition, r.Offset, s.Repartition, err))
+	at := coord{tp: tp{r.Topic, r.Partition}, offset: r.Offset}
+	out := producer.Forward(r, s.Repartition, part)
+	err := p.refused(at)
+	if err == nil {
+		err = p.opts.Limits[out.Topic].Refuses(out, time.Now())
+	}
+	if err != nil {
+		// The repartition topic refuses it: undecided, it is audited as
+		// refused by that topic rather than lost or retried forever.
+		out = producer.Refused(r, p.opts.AuditTopic, s.auditParts, s.Rules.Name(), s.Repartition, &dedup.Decision{}, err)
+		if aerr := p.refused(coord{tp: at.tp, offset: at.offset, audit: true}); aerr != nil {
+			out = producer.Repaired(out, aerr, time.Now())
 		}
-	})
+	}
+	p.produce(ctx, c, at, out)
 }
 
 // unwrapped returns the input record a record of st stands for: for a
@@ -745,6 +791,15 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, rr *kgo
 		k, v := state.EntryChange(st.tp.topic, st.tp.partition, d.Hash, &d.Entry)
 		p.changelog(ctx, c, st, k, v)
 	}
+	p.produce(ctx, c, at, out)
+	return nil
+}
+
+// produce produces out, the output, audit or repartition record of the
+// input record at at, in the open transaction. A refusal of out for what
+// it is is remembered, so that the retry after the abort routes it to the
+// audit (or repairs its audit record) instead of looping.
+func (p *Processor) produce(ctx context.Context, c client, at coord, out *kgo.Record) {
 	isAudit := out.Topic == p.opts.AuditTopic
 	// Not ctx: a shutdown must finish the open transaction (End commits
 	// it), not fail its records half way, which would leave an abort the
@@ -761,12 +816,19 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, rr *kgo
 		}
 		p.fail(err)
 	})
-	return nil
 }
 
 // changelog produces a changelog record of st's state in the open
 // transaction.
+//
+// Under at_least_once nothing is written: without transactions the
+// changelog could hold changes of records whose offsets never committed
+// (a crash between the two), which a restore cannot tell from committed
+// ones; partitions there are restored by replaying the input.
 func (p *Processor) changelog(ctx context.Context, c client, st *partState, key, value []byte) {
+	if p.opts.Guarantee != config.ExactlyOnce {
+		return
+	}
 	r := producer.Changelog(p.opts.ChangelogTopic, p.clParts, st.tp.partition, key, value)
 	c.Produce(context.WithoutCancel(ctx), r, func(r *kgo.Record, err error) {
 		if err != nil {
@@ -865,6 +927,15 @@ func (p *Processor) end(ctx context.Context, c client) error {
 			p.fail(err)
 			commit = false
 		}
+	}
+	if commit {
+		// Records still in flight may yet fail (a refusal, a changelog
+		// write): End commits whatever the outcome of a produce, so wait
+		// for every outcome first and decide on them all.
+		if err := c.Flush(ctx); err != nil {
+			return fmt.Errorf("flushing the transaction's records: %w", err)
+		}
+		commit = !p.failed.Load()
 	}
 	start := time.Now()
 	// An End that hangs (a coordinator that stopped answering) must not

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kdedup/kdedup/config"
 	"github.com/kdedup/kdedup/state"
 )
 
@@ -26,10 +27,9 @@ const restoreChunk = 10_000
 // The state is caught up from the changelog first (restoreChangelog): from
 // the changelog offset the local stamp reflects, or from the start for a
 // partition this host never had. Where the changelog does not reach to (it
-// was created after the group's offsets, or under at_least_once a crash
-// fell between the changelog and the offset commit) the rest is rebuilt by
-// replaying the input from the offset the state then reflects
-// (restoreInput): decisions depend only on the input and the state, so the
+// was created after the group's offsets) the rest is rebuilt by replaying
+// the input from the offset the state then reflects (restoreInput); under
+// at_least_once, which writes no changelog, the input replay is all: decisions depend only on the input and the state, so the
 // replay rebuilds exactly the state those transactions left.
 //
 // A stamp above the committed offset means the group's offsets were moved
@@ -49,6 +49,10 @@ func (p *Processor) restore(ctx context.Context, st *partState, to int64) error 
 		if err := p.dropState(st); err != nil {
 			return err
 		}
+		return p.restoreInput(ctx, st, to, log)
+	}
+	if p.opts.Guarantee != config.ExactlyOnce {
+		// No changelog under at_least_once (Processor.changelog).
 		return p.restoreInput(ctx, st, to, log)
 	}
 	reached, err := p.restoreChangelog(ctx, st, to, log)

@@ -143,6 +143,9 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		written := []string{cfg.AuditTopic, cfg.ChangelogTopic}
 		for _, s := range cfg.Streams {
 			written = append(written, s.Output)
+			if s.RepartitionTopic != "" {
+				written = append(written, s.RepartitionTopic)
+			}
 		}
 		limits, err = producer.TopicLimits(ctx, adm, time.Minute, written...)
 		if !limits[cfg.ChangelogTopic].Compacted {
