@@ -23,8 +23,8 @@ type lateClient struct {
 }
 
 func (c *lateClient) PollRecords(context.Context, int) kgo.Fetches { return nil }
-func (c *lateClient) Begin() error                                { return nil }
-func (c *lateClient) Committed(string, int32) int64               { return -1 }
+func (c *lateClient) Begin() error                                 { return nil }
+func (c *lateClient) Committed(string, int32) int64                { return -1 }
 func (c *lateClient) Produce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
 	c.inFlight = append(c.inFlight, func() {
 		var err error
