@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -142,6 +143,38 @@ func RestoreSnapshot(dir, stateDir string) error {
 		}
 	}
 	return nil
+}
+
+// MoveSnapshot moves the snapshot in dir to to, which must not exist:
+// a rename, or across file systems a copy of its files (synced) and the
+// removal of dir.
+func MoveSnapshot(dir, to string) error {
+	if _, err := ReadSnapshot(dir); err != nil {
+		return err
+	}
+	if _, err := os.Stat(to); err == nil {
+		return fmt.Errorf("moving a snapshot to %s: %w", to, os.ErrExist)
+	}
+	if err := os.Rename(dir, to); err == nil {
+		return nil
+	}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		}
+		return copyFile(path, filepath.Join(to, rel))
+	})
+	if err != nil {
+		return fmt.Errorf("moving a snapshot to %s: %w", to, err)
+	}
+	return os.RemoveAll(dir)
 }
 
 func copyFile(from, to string) error {

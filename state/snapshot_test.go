@@ -95,3 +95,29 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Fatalf("no snapshot at all: %v", err)
 	}
 }
+
+// TestMoveSnapshot: a snapshot moves whole (here by rename: the copy path
+// is for moves across file systems), and only a snapshot moves.
+func TestMoveSnapshot(t *testing.T) {
+	root := t.TempDir()
+	s, err := state.Open(filepath.Join(root, "live"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Snapshot(filepath.Join(root, "snap"), "g", "g.changelog"); err != nil {
+		t.Fatal(err)
+	}
+	if err := state.MoveSnapshot(filepath.Join(root, "live"), filepath.Join(root, "x")); !errors.Is(err, state.ErrSnapshot) {
+		t.Fatalf("moving a store that is no snapshot: %v", err)
+	}
+	if err := state.MoveSnapshot(filepath.Join(root, "snap"), filepath.Join(root, "moved")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := state.ReadSnapshot(filepath.Join(root, "moved")); err != nil {
+		t.Fatalf("the moved snapshot: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "snap")); !os.IsNotExist(err) {
+		t.Fatalf("the snapshot is still at its old place: %v", err)
+	}
+}

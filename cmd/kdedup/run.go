@@ -83,6 +83,19 @@ type served struct {
 	proc    *consumer.Processor
 }
 
+// writtenTopics lists every topic kdedup's transactions write: the audit
+// and changelog topics, and each stream's output and repartition topic.
+func writtenTopics(cfg *config.Config) []string {
+	ts := []string{cfg.AuditTopic, cfg.ChangelogTopic}
+	for _, s := range cfg.Streams {
+		ts = append(ts, s.Output)
+		if s.RepartitionTopic != "" {
+			ts = append(ts, s.RepartitionTopic)
+		}
+	}
+	return ts
+}
+
 // serve runs kdedup until ctx ends: the embedded broker when no brokers
 // are configured, the state store, the topics, the admin endpoints and the
 // processor.
@@ -140,14 +153,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 	parts, err := producer.EnsureTopics(ctx, adm, plan, brokers, time.Minute, log)
 	var limits map[string]producer.Limits
 	if err == nil {
-		written := []string{cfg.AuditTopic, cfg.ChangelogTopic}
-		for _, s := range cfg.Streams {
-			written = append(written, s.Output)
-			if s.RepartitionTopic != "" {
-				written = append(written, s.RepartitionTopic)
-			}
-		}
-		limits, err = producer.TopicLimits(ctx, adm, time.Minute, written...)
+		limits, err = producer.TopicLimits(ctx, adm, time.Minute, writtenTopics(cfg)...)
 		if !limits[cfg.ChangelogTopic].Compacted {
 			log.Warn().Str("topic", cfg.ChangelogTopic).Msg("the changelog topic is not compacted (cleanup.policy=compact): it grows with every state change, and retention shorter than ttl + lateness would lose live keys on handover")
 		}
@@ -164,12 +170,9 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 	}
 
 	if createInputs > 0 {
-		written := map[string]int32{cfg.AuditTopic: parts[cfg.AuditTopic], cfg.ChangelogTopic: parts[cfg.ChangelogTopic]}
-		for _, s := range cfg.Streams {
-			written[s.Output] = parts[s.Output]
-			if s.RepartitionTopic != "" {
-				written[s.RepartitionTopic] = parts[s.RepartitionTopic]
-			}
+		written := map[string]int32{}
+		for _, t := range writtenTopics(cfg) {
+			written[t] = parts[t]
 		}
 		if err := embedded.EndCrashedTransactions(ctx, brokers, cfg.Group+"-"+cfg.InstanceID, written); err != nil {
 			if ctx.Err() != nil {

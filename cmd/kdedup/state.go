@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -109,49 +108,10 @@ func snapshot(cfg *config.Config, dir string) (*state.SnapshotManifest, error) {
 	if err := json.Unmarshal(body, &a); err != nil || a.Manifest == nil {
 		return nil, fmt.Errorf("the running instance at %s answered %q: %v", cfg.AdminAddr, body, err)
 	}
-	if err := moveDir(a.Dir, dir); err != nil {
+	if err := state.MoveSnapshot(a.Dir, dir); err != nil {
 		return nil, fmt.Errorf("moving the snapshot from %s to %s: %w", a.Dir, dir, err)
 	}
 	return a.Manifest, nil
-}
-
-// moveDir renames from to to, or copies it across file systems and
-// removes from.
-func moveDir(from, to string) error {
-	if err := os.Rename(from, to); err == nil {
-		return nil
-	}
-	err := filepath.WalkDir(from, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(from, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(to, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		in, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
-	if err != nil {
-		return err
-	}
-	return os.RemoveAll(from)
 }
 
 // restoreSnapshot checks a snapshot against the configuration and the
