@@ -233,21 +233,9 @@ func (d *jsonDoc) object(i int, n *pathNode, depth int) int {
 			// A repeated member replaces everything an earlier one gave.
 			clear(d.spans[child.lo:child.hi])
 		}
-		i = d.value(i, child, depth)
-		if i < 0 {
-			return -1
-		}
-		i = skipSpace(b, i)
-		if i >= len(b) {
-			return -1
-		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case '}':
-			return i + 1
-		default:
-			return -1
+		var end bool
+		if i, end = d.next(d.value(i, child, depth), '}'); end || i < 0 {
+			return i
 		}
 	}
 }
@@ -283,23 +271,32 @@ func (d *jsonDoc) array(i int, n *pathNode, depth int) int {
 				}
 			}
 		}
-		i = d.value(i, child, depth)
-		if i < 0 {
-			return -1
-		}
-		i = skipSpace(b, i)
-		if i >= len(b) {
-			return -1
-		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case ']':
-			return i + 1
-		default:
-			return -1
+		var end bool
+		if i, end = d.next(d.value(i, child, depth), ']'); end || i < 0 {
+			return i
 		}
 	}
+}
+
+// next reads what follows a member or element that ended before i (i < 0:
+// the value was invalid): a ',' and the space after it, giving the next
+// one's start, or close, giving the index after it and end. Anything else
+// is invalid: -1.
+func (d *jsonDoc) next(i int, close byte) (int, bool) {
+	if i < 0 {
+		return -1, false
+	}
+	b := d.data
+	i = skipSpace(b, i)
+	switch {
+	case i >= len(b):
+		return -1, false
+	case b[i] == ',':
+		return skipSpace(b, i+1), false
+	case b[i] == close:
+		return i + 1, true
+	}
+	return -1, false
 }
 
 // isIndex reports whether seg is the decimal form of idx ("0", "12"; no
