@@ -638,18 +638,12 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 		if err != nil {
 			return err
 		}
-		if st.check {
-			if committed := c.Committed(key.topic, key.partition); committed >= 0 && st.part.Stamp().Input == committed {
-				// The state reflects the committed offset; the first
-				// record may lie beyond it (transaction markers take
-				// offsets).
-				off = committed
-			}
+		if st.check && p.behind(c, st, off) {
 			if err := p.restore(ctx, st, off); err != nil {
 				return fmt.Errorf("restoring %s/%d: %w", key.topic, key.partition, err)
 			}
-			st.check = false
 		}
+		st.check = false
 	}
 	p.ready.Store(true)
 	if !p.inTxn {
@@ -677,8 +671,9 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 }
 
 // behind reports whether st's state needs a restore before its record at
-// offset first: its stamp is neither the group's committed offset nor
-// first.
+// offset first: its stamp is neither first nor the group's committed
+// offset (the first record may lie beyond that: transaction markers take
+// offsets).
 func (p *Processor) behind(c client, st *partState, first int64) bool {
 	in := st.part.Stamp().Input
 	return in != first && in != c.Committed(st.tp.topic, st.tp.partition)
@@ -716,17 +711,11 @@ func (p *Processor) forward(ctx context.Context, c client, s *streamRun, r *kgo.
 	p.txnRecs++
 	at := coord{tp: tp{r.Topic, r.Partition}, offset: r.Offset}
 	out := producer.Forward(r, s.Repartition, part)
-	err := p.refused(at)
-	if err == nil {
-		err = p.opts.Limits[out.Topic].Refuses(out, time.Now())
-	}
-	if err != nil {
+	now := time.Now()
+	if err := p.refusal(at, out, now); err != nil {
 		// The repartition topic refuses it: undecided, it is audited as
 		// refused by that topic rather than lost or retried forever.
-		out = producer.Refused(r, p.opts.AuditTopic, s.auditParts, s.Rules.Name(), s.Repartition, &dedup.Decision{}, err)
-		if aerr := p.refused(coord{tp: at.tp, offset: at.offset, audit: true}); aerr != nil {
-			out = producer.Repaired(out, aerr, time.Now())
-		}
+		out = p.repaired(at, producer.Refused(r, p.opts.AuditTopic, s.auditParts, s.Rules.Name(), s.Repartition, &dedup.Decision{}, err), now)
 	}
 	p.produce(ctx, c, at, out)
 }
@@ -765,28 +754,14 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, rr *kgo
 	now := time.Now()
 	if d.Reason == dedup.FirstSeen {
 		out = producer.Output(r, st.s.Output, st.s.outParts, st.s.inParts)
-		err := p.refused(at)
-		if err == nil {
-			err = p.opts.Limits[out.Topic].Refuses(out, now)
-		}
-		if err != nil {
+		if err := p.refusal(at, out, now); err != nil {
 			// The output refused it before, or would: audit it instead.
 			out = producer.Refused(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), st.s.Output, &d, err)
 		}
 	} else {
 		out = producer.Audit(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), &d)
 	}
-	if out.Topic == p.opts.AuditTopic {
-		err := p.refused(coord{tp: st.tp, offset: rr.Offset, audit: true})
-		if err == nil {
-			err = p.opts.Limits[out.Topic].Refuses(out, now)
-		}
-		if err != nil {
-			// The audit refused it too, or would: audit what it can
-			// take.
-			out = producer.Repaired(out, err, now)
-		}
-	}
+	out = p.repaired(at, out, now)
 	if d.Stored {
 		k, v := state.EntryChange(st.tp.topic, st.tp.partition, d.Hash, &d.Entry)
 		p.changelog(ctx, c, st, k, v)
@@ -864,6 +839,29 @@ func (p *Processor) finishChanges(ctx context.Context, c client) error {
 		p.changelog(ctx, c, st, k, v)
 	}
 	return nil
+}
+
+// refusal returns why out, the record produced for the input at at, will
+// be refused: a refusal met before (remembered by produce) or one its
+// topic's limits predict; nil if none.
+func (p *Processor) refusal(at coord, out *kgo.Record, now time.Time) error {
+	at.audit = out.Topic == p.opts.AuditTopic
+	if err := p.refused(at); err != nil {
+		return err
+	}
+	return p.opts.Limits[out.Topic].Refuses(out, now)
+}
+
+// repaired returns out, or, for an audit record its topic refused before
+// or would refuse, what the audit topic can take (producer.Repaired).
+func (p *Processor) repaired(at coord, out *kgo.Record, now time.Time) *kgo.Record {
+	if out.Topic != p.opts.AuditTopic {
+		return out
+	}
+	if err := p.refusal(at, out, now); err != nil {
+		return producer.Repaired(out, err, now)
+	}
+	return out
 }
 
 // refused returns the error a topic refused c's record with, or nil.
