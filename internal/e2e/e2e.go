@@ -25,11 +25,23 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Stream settings of the test configuration (Topics.Config).
+// Stream settings of the test configuration (Topics.Config). Push has an
+// explicit lateness shorter than its ttl (keys retire early, see
+// Model.DecideAt) and a third key source, a field fingerprint; order runs
+// under ttl_mode: refresh with the default lateness (its ttl) and tells a
+// conflict from a duplicate by the compare fields only.
 const (
-	PushTTL    = 10 * time.Minute
-	OrderTTL   = 20 * time.Minute
-	Partitions = 3
+	PushTTL      = 10 * time.Minute
+	PushLateness = 2 * time.Minute
+	OrderTTL     = 20 * time.Minute
+	Partitions   = 3
+)
+
+// The fingerprint fields of push's third key source and order's compare
+// fields.
+var (
+	PushFingerprint = []string{"user_id", "template_id", "body"}
+	OrderCompare    = []string{"amount", "currency"}
 )
 
 // Topics names one test's topics and consumer group. On a fresh in-process
@@ -79,8 +91,9 @@ func (tp *Topics) Inputs() []string { return []string{tp.PushInput, tp.OrderInpu
 func (tp *Topics) Decided() []string { return []string{tp.PushOutput, tp.OrderOutput, tp.Audit} }
 
 // Config returns the YAML configuration the tests run kdedup with: push
-// keyed by header or body field under a tenant header, orders keyed by
-// UUID under a tenant field.
+// keyed by header, body field or a fingerprint of three body fields under
+// a tenant header, with an explicit lateness; orders keyed by UUID under a
+// tenant field, in refresh mode, with compare fields.
 func (tp *Topics) Config(brokers []string, stateDir, instance string, extra string) string {
 	b := ""
 	if len(brokers) > 0 {
@@ -96,9 +109,11 @@ streams:
     input: %s
     output: %s
     ttl: %v
+    lateness: %v
     key:
       - header: Idempotency-Key
       - json: data.resubmitCheckKey
+      - fingerprint: [%s]
     scope: [header:tenant-id]
     key_max_length: 64
     repartition: %v
@@ -106,13 +121,16 @@ streams:
     input: %s
     output: %s
     ttl: %v
+    ttl_mode: refresh
     key:
       - header: X-Client-Token
       - json: order_id
     scope: [json:tenant_id]
     key_format: uuid
+    compare: [%s]
     repartition: %v
-%s`, tp.Group, instance, stateDir, tp.Audit, tp.PushInput, tp.PushOutput, PushTTL, tp.Repartition, tp.OrderInput, tp.OrderOutput, OrderTTL, tp.Repartition, extra)
+%s`, tp.Group, instance, stateDir, tp.Audit, tp.PushInput, tp.PushOutput, PushTTL, PushLateness, strings.Join(PushFingerprint, ", "), tp.Repartition,
+		tp.OrderInput, tp.OrderOutput, OrderTTL, strings.Join(OrderCompare, ", "), tp.Repartition, extra)
 }
 
 // Workload generates events. It is deterministic for a seed.
@@ -134,9 +152,13 @@ func (tp *Topics) NewWorkload(seed uint64, n int) *Workload {
 }
 
 // Next returns the next event: a new push or order event, an exact copy of
-// a recent one, a conflicting reuse of its key, a re-send after the ttl,
-// the same key under another tenant, an over-long or non-UUID key, a
-// record with no key, or a value that is not JSON.
+// a recent one, a conflicting reuse of its key (for order: a change of a
+// compare field; a change elsewhere is a duplicate there), a copy with its
+// JSON re-formatted, a re-send after the ttl, a copy at the edge of its
+// window or arriving late, the same key under another tenant, an over-long
+// or non-UUID key, a push event keyed by its fingerprint only, an order
+// whose key is null or empty, an order keyed by header whose value is not
+// JSON, or a value that is not JSON with no key.
 func (w *Workload) Next() *kgo.Record {
 	w.n++
 	w.clock = w.clock.Add(time.Duration(200+w.rng.IntN(1800)) * time.Millisecond)
@@ -145,19 +167,42 @@ func (w *Workload) Next() *kgo.Record {
 		orig := w.sent[len(w.sent)-1-w.rng.IntN(min(len(w.sent), 300))]
 		r := clone(orig)
 		r.Timestamp = w.clock
+		ttl := PushTTL
+		if r.Topic == w.tp.OrderInput {
+			ttl = OrderTTL
+		}
 		switch {
-		case p < 25: // exact copy
-		case p < 32: // same key, other payload
-			r.Value = append(bytes.TrimSuffix(r.Value, []byte("}")), []byte(fmt.Sprintf(`,"retry":%d}`, w.n))...)
-		case p < 38: // re-sent after the key's ttl: first-seen again
-			ttl := PushTTL
-			if r.Topic == w.tp.OrderInput {
-				ttl = OrderTTL
+		case p < 22: // exact copy
+		case p < 27: // same key, other payload
+			switch {
+			case r.Topic == w.tp.OrderInput && w.rng.IntN(2) == 0:
+				// Another amount: a compare field, so a conflict.
+				r.Value = bytes.Replace(r.Value, []byte(`"amount":`), []byte(`"amount":9`), 1)
+			case r.Topic == w.tp.PushInput && !bytes.Contains(r.Value, []byte(`"template_id"`)):
+				// An absent fingerprint field made explicit null: the
+				// same fingerprint key, other bytes.
+				r.Value = bytes.Replace(r.Value, []byte(`{`), []byte(`{"template_id":null,`), 1)
+			default:
+				// A field outside order's compare fields: there a
+				// duplicate, on push a conflict.
+				r.Value = append(bytes.TrimSuffix(r.Value, []byte("}")), []byte(fmt.Sprintf(`,"retry":%d}`, w.n))...)
 			}
+		case p < 30: // the same JSON re-formatted: white space outside strings
+			// (no workload string holds `,"` or `":`).
+			v := bytes.ReplaceAll(r.Value, []byte(`,"`), []byte(`, "`))
+			v = bytes.ReplaceAll(v, []byte(`":`), []byte(`": `))
+			r.Value = append(append([]byte(" "), v...), '\n')
+		case p < 35: // re-sent after the key's ttl: first-seen again
+			// (unless a refresh moved the window)
 			r.Timestamp = orig.Timestamp.Add(ttl + time.Second)
 			if r.Timestamp.Before(w.clock) {
 				r.Timestamp = w.clock
 			}
+		case p < 38: // at the edge of the first copy's window: the last
+			// millisecond inside it or the first outside
+			r.Timestamp = orig.Timestamp.Add(ttl - time.Duration(w.rng.IntN(2))*time.Millisecond)
+		case p < 41: // late: up to four minutes behind the clock
+			r.Timestamp = w.clock.Add(-time.Duration(w.rng.IntN(240_000)) * time.Millisecond)
 		default: // the same key under another tenant
 			if r.Topic == w.tp.PushInput {
 				setHeader(r, "tenant-id", fmt.Sprintf("tenant-%d", 100+w.rng.IntN(3)))
@@ -174,18 +219,22 @@ func (w *Workload) Next() *kgo.Record {
 		body := fmt.Sprintf(`{"user_id":%d,"template_id":"welcome","body":"hello %d"`, w.rng.IntN(1000), w.n)
 		r = &kgo.Record{Topic: w.tp.PushInput, Key: []byte(key), Headers: []kgo.RecordHeader{{Key: "tenant-id", Value: []byte(tenant)}}}
 		switch q := w.rng.IntN(100); {
-		case q < 50:
+		case q < 45:
 			setHeader(r, "Idempotency-Key", key)
 			r.Value = []byte(body + "}")
-		case q < 85:
+		case q < 78:
 			r.Value = []byte(body + `,"data":{"resubmitCheckKey":"` + key + `"}}`)
-		case q < 91:
+		case q < 84:
 			long := strings.Repeat("k", 65) + key // invalid_key: over 64 bytes
 			setHeader(r, "Idempotency-Key", long)
 			r.Key = []byte(long)
 			r.Value = []byte(body + "}")
-		case q < 96:
-			r.Value = []byte(body + "}") // missing_key
+		case q < 90: // no header, no JSON key: the fingerprint
+			r.Value = []byte(body + "}")
+		case q < 93: // an empty JSON key yields nothing: the fingerprint
+			r.Value = []byte(body + `,"data":{"resubmitCheckKey":""}}`)
+		case q < 96: // the fingerprint, of an absent field too (hashed as null)
+			r.Value = []byte(fmt.Sprintf(`{"user_id":%d,"body":"hi %d"}`, w.rng.IntN(1000), w.n))
 		default:
 			r.Value = []byte(body) // malformed: not JSON, no header
 		}
@@ -194,14 +243,21 @@ func (w *Workload) Next() *kgo.Record {
 		r = &kgo.Record{Topic: w.tp.OrderInput, Key: []byte(id)}
 		body := fmt.Sprintf(`{"tenant_id":"%s","amount":%d,"currency":"EUR"`, tenant, w.rng.IntN(10000))
 		switch q := w.rng.IntN(100); {
-		case q < 45:
+		case q < 42:
 			setHeader(r, "X-Client-Token", id)
 			r.Value = []byte(body + "}")
-		case q < 88:
+		case q < 82:
 			r.Value = []byte(body + `,"order_id":"` + id + `"}`)
-		case q < 94:
+		case q < 88:
 			r.Value = []byte(body + `,"order_id":"order-` + strconv.Itoa(w.n) + `"}`) // invalid_key: not a UUID
 			r.Key = []byte("order-" + strconv.Itoa(w.n))
+		case q < 91:
+			r.Value = []byte(body + `,"order_id":null}`) // missing_key
+		case q < 93:
+			r.Value = []byte(body + `,"order_id":""}`) // missing_key
+		case q < 96: // keyed by header, compared by its bytes: not JSON
+			setHeader(r, "X-Client-Token", id)
+			r.Value = []byte(body)
 		default:
 			r.Value = []byte(`{"tenant_id":` + tenant) // malformed
 		}
@@ -233,10 +289,18 @@ func setHeader(r *kgo.Record, k, v string) {
 // Expect is what the model says one input record must become.
 type Expect struct {
 	Reason  string // first_seen, duplicate, ...
-	Key     string // dedup.key; "" when missing
+	Key     string // dedup.key; "" when missing or a fingerprint
 	First   string // dedup.first for duplicate and conflict
 	FirstTS int64
-	id      string // the scoped key, for a valid key
+	// FP is, for a key that is a fingerprint, what the model hashes (the
+	// fields' compacted JSON): kdedup's dedup.key for it is "fp:" and 32
+	// hex digits, the same for the same FP and different for different
+	// ones (checked across the run, not recomputed: the model does not
+	// copy kdedup's hash).
+	FP     string
+	Stream string // dedup.stream
+	id     string // the scoped key, for a valid key
+	input  *kgo.Record
 }
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -245,7 +309,8 @@ type modelEntry struct {
 	first   string
 	firstTS int64
 	expiry  int64
-	value   string
+	payload string // what tells a conflict from a duplicate
+	value   string // the first-seen record's value bytes
 }
 
 type partModel struct {
@@ -253,15 +318,61 @@ type partModel struct {
 	wm   int64
 }
 
-// Model decides input records as DESIGN.md 6.3 says, for Config's two
-// streams, in each partition's offset order.
-type Model struct {
-	tp    *Topics
-	parts map[string]*partModel
+// streamModel is one stream of Config, as plain data.
+type streamModel struct {
+	name, header, jsonPath string
+	fingerprint            []string // fields; nil: no fingerprint source
+	scopeHeader, scopeJSON string
+	ttl, lateness          int64 // ms
+	refresh                bool
+	compare                []string
+	maxLen                 int
+	uuid                   bool
 }
 
+// Model decides input records as DESIGN.md 6.3 and the configuration
+// reference say, for Config's two streams, in each partition's offset
+// order.
+type Model struct {
+	tp      *Topics
+	parts   map[string]*partModel
+	streams map[string]*streamModel
+	// Exercised counts decisions that only the less common settings make,
+	// so that a test can require the workload to reach them.
+	Exercised map[string]int
+}
+
+// The Exercised counters.
+const (
+	// ExFingerprint: a first_seen, duplicate or conflict keyed by a
+	// fingerprint.
+	ExFingerprint = "fingerprint"
+	// ExRetired: first_seen although the record is inside its key's
+	// window: the watermark passed expiry + lateness.
+	ExRetired = "retired_by_lateness"
+	// ExRefreshed: a duplicate that moved its key's expiry (ttl_mode:
+	// refresh).
+	ExRefreshed = "refreshed"
+	// ExKeptLive: a duplicate or conflict past first-seen + ttl, live only
+	// because a refresh moved the expiry.
+	ExKeptLive = "kept_live_by_refresh"
+	// ExCompared: a duplicate whose value bytes differ from the
+	// first-seen record's (the compare fields are equal).
+	ExCompared = "duplicate_by_compare"
+	// ExEdge: a record at the last millisecond of its key's window or the
+	// first outside it.
+	ExEdge = "window_edge"
+)
+
 // NewModel returns an empty model of tp's streams.
-func (tp *Topics) NewModel() *Model { return &Model{tp: tp, parts: map[string]*partModel{}} }
+func (tp *Topics) NewModel() *Model {
+	return &Model{tp: tp, parts: map[string]*partModel{}, Exercised: map[string]int{}, streams: map[string]*streamModel{
+		tp.PushInput: {name: "push", header: "Idempotency-Key", jsonPath: "data.resubmitCheckKey", fingerprint: PushFingerprint,
+			scopeHeader: "tenant-id", ttl: PushTTL.Milliseconds(), lateness: PushLateness.Milliseconds(), maxLen: 64},
+		tp.OrderInput: {name: "order", header: "X-Client-Token", jsonPath: "order_id", scopeJSON: "tenant_id",
+			ttl: OrderTTL.Milliseconds(), lateness: OrderTTL.Milliseconds(), refresh: true, compare: OrderCompare, uuid: true},
+	}}
+}
 
 func header(r *kgo.Record, k string) (string, bool) {
 	v, ok := "", false
@@ -301,6 +412,33 @@ func jsonKey(value []byte, path string) (string, bool, bool) {
 	return "", false, true
 }
 
+// fields renders the JSON values at paths of a valid JSON value, each
+// compacted (white space outside strings removed) and named, an absent
+// one as null: what a field fingerprint and the compare fields stand for.
+func fields(value []byte, paths []string) string {
+	var b strings.Builder
+	for _, path := range paths {
+		raw := json.RawMessage(value)
+		for _, seg := range strings.Split(path, ".") {
+			var m map[string]json.RawMessage
+			if json.Unmarshal(raw, &m) != nil || m[seg] == nil {
+				raw = json.RawMessage("null")
+				break
+			}
+			raw = m[seg]
+		}
+		var c bytes.Buffer
+		if err := json.Compact(&c, raw); err != nil {
+			panic(fmt.Sprintf("compacting %q of valid JSON: %v", raw, err))
+		}
+		fmt.Fprintf(&b, "%q=%s;", path, c.Bytes())
+	}
+	return b.String()
+}
+
+// fpKeyLen is the length of a fingerprint key: "fp:" and 32 hex digits.
+const fpKeyLen = 35
+
 // Decide returns what input record r (with its offset) must become.
 func (m *Model) Decide(r *kgo.Record) Expect {
 	return m.DecideAt(r, fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset))
@@ -309,6 +447,12 @@ func (m *Model) Decide(r *kgo.Record) Expect {
 // DecideAt is Decide for a record whose own coordinates are src: with
 // the repartition step, r is the repartitioned copy (its partition the
 // state's) and src the input record it stands for.
+//
+// A key is live for a record when it was first seen, ts < its expiry, and
+// the partition's watermark before this record (the newest timestamp
+// seen) is below expiry + lateness; otherwise the record is first_seen
+// and replaces the entry. Under refresh a duplicate moves the expiry to
+// its own ts + ttl, never backwards; a conflict does not.
 func (m *Model) DecideAt(r *kgo.Record, src string) Expect {
 	pk := fmt.Sprintf("%s/%d", r.Topic, r.Partition)
 	pm := m.parts[pk]
@@ -316,49 +460,78 @@ func (m *Model) DecideAt(r *kgo.Record, src string) Expect {
 		pm = &partModel{keys: map[string]*modelEntry{}, wm: math.MinInt64}
 		m.parts[pk] = pm
 	}
+	s := m.streams[r.Topic]
 	ts := r.Timestamp.UnixMilli()
 	wm := pm.wm
 	pm.wm = max(pm.wm, ts)
 
-	var headerName, jsonPath, scope string
-	var ttl time.Duration
-	if r.Topic == m.tp.PushInput {
-		headerName, jsonPath, ttl = "Idempotency-Key", "data.resubmitCheckKey", PushTTL
-		scope, _ = header(r, "tenant-id")
-	} else {
-		headerName, jsonPath, ttl = "X-Client-Token", "order_id", OrderTTL
-		if t, ok, _ := jsonKey(r.Value, "tenant_id"); ok {
-			scope = t
+	var scope string
+	if s.scopeHeader != "" {
+		scope, _ = header(r, s.scopeHeader)
+	} else if t, ok, _ := jsonKey(r.Value, s.scopeJSON); ok {
+		scope = t
+	}
+	isJSON := json.Valid(r.Value)
+	key, ok := header(r, s.header)
+	ok = ok && key != ""
+	sawBad, fp := false, ""
+	if !ok {
+		key, ok, _ = jsonKey(r.Value, s.jsonPath)
+		sawBad = !isJSON
+	}
+	if !ok && s.fingerprint != nil {
+		if isJSON {
+			fp, ok = fields(r.Value, s.fingerprint), true
 		}
 	}
-	key, ok := header(r, headerName)
-	ok = ok && key != ""
-	sawBad := false
-	if !ok {
-		var isJSON bool
-		key, ok, isJSON = jsonKey(r.Value, jsonPath)
-		sawBad = !isJSON
+	klen := len(key)
+	if fp != "" {
+		key, klen = "", fpKeyLen
 	}
 	switch {
 	case !ok && sawBad:
-		return Expect{Reason: "malformed"}
+		return Expect{Reason: "malformed", Stream: s.name}
 	case !ok:
-		return Expect{Reason: "missing_key"}
-	case r.Topic == m.tp.PushInput && len(key) > 64, r.Topic == m.tp.OrderInput && !uuidRE.MatchString(key):
-		return Expect{Reason: "invalid_key", Key: key}
+		return Expect{Reason: "missing_key", Stream: s.name}
+	case s.maxLen > 0 && klen > s.maxLen, s.uuid && (fp != "" || !uuidRE.MatchString(key)):
+		return Expect{Reason: "invalid_key", Key: key, FP: fp, Stream: s.name}
+	}
+	payload := "value:" + string(r.Value)
+	if len(s.compare) > 0 && isJSON {
+		payload = "compare:" + fields(r.Value, s.compare)
 	}
 	id := scope + "\x00" + key
+	if fp != "" {
+		id = scope + "\x01" + fp
+		m.Exercised[ExFingerprint]++
+	}
 	e := pm.keys[id]
-	ttlMs := ttl.Milliseconds()
-	if e == nil || ts >= e.expiry || wm >= e.expiry+ttlMs /* lateness = ttl */ {
-		pm.keys[id] = &modelEntry{first: src, firstTS: ts, expiry: ts + ttlMs, value: string(r.Value)}
-		return Expect{Reason: "first_seen", Key: key, id: id}
+	if e != nil && (ts == e.expiry || ts == e.expiry-1) {
+		m.Exercised[ExEdge]++
+	}
+	if e == nil || ts >= e.expiry || wm >= e.expiry+s.lateness {
+		if e != nil && ts < e.expiry {
+			m.Exercised[ExRetired]++
+		}
+		pm.keys[id] = &modelEntry{first: src, firstTS: ts, expiry: ts + s.ttl, payload: payload, value: string(r.Value)}
+		return Expect{Reason: "first_seen", Key: key, FP: fp, Stream: s.name, id: id}
+	}
+	if ts >= e.firstTS+s.ttl {
+		m.Exercised[ExKeptLive]++
 	}
 	reason := "duplicate"
-	if e.value != string(r.Value) {
+	if e.payload != payload {
 		reason = "conflict"
+	} else {
+		if e.value != string(r.Value) {
+			m.Exercised[ExCompared]++
+		}
+		if s.refresh && ts+s.ttl > e.expiry {
+			e.expiry = ts + s.ttl
+			m.Exercised[ExRefreshed]++
+		}
 	}
-	return Expect{Reason: reason, Key: key, First: e.first, FirstTS: e.firstTS, id: id}
+	return Expect{Reason: reason, Key: key, FP: fp, First: e.first, FirstTS: e.firstTS, Stream: s.name, id: id}
 }
 
 // ReadAll reads the committed records of topics (read_committed) until at
@@ -398,8 +571,11 @@ func ReadAll(ctx context.Context, conn []kgo.Opt, want int, quiet time.Duration,
 type Report struct {
 	Inputs, FirstSeen, Audited int
 	ByReason                   map[string]int
-	Lost, Duplicated, Wrong    int
-	Problems                   []string
+	// Exercised is the model's Exercised counters: how often the workload
+	// reached the less common settings.
+	Exercised               map[string]int
+	Lost, Duplicated, Wrong int
+	Problems                []string
 }
 
 func (r *Report) problem(format string, args ...any) {
@@ -419,8 +595,13 @@ func (r *Report) String() string {
 		reasons = append(reasons, fmt.Sprintf("%s=%d", k, v))
 	}
 	sort.Strings(reasons)
-	s := fmt.Sprintf("inputs=%d first_seen=%d audited=%d [%s] lost=%d duplicated=%d wrong=%d",
-		r.Inputs, r.FirstSeen, r.Audited, strings.Join(reasons, " "), r.Lost, r.Duplicated, r.Wrong)
+	exercised := make([]string, 0, len(r.Exercised))
+	for k, v := range r.Exercised {
+		exercised = append(exercised, fmt.Sprintf("%s=%d", k, v))
+	}
+	sort.Strings(exercised)
+	s := fmt.Sprintf("inputs=%d first_seen=%d audited=%d [%s] {%s} lost=%d duplicated=%d wrong=%d",
+		r.Inputs, r.FirstSeen, r.Audited, strings.Join(reasons, " "), strings.Join(exercised, " "), r.Lost, r.Duplicated, r.Wrong)
 	for _, p := range r.Problems {
 		s += "\n  " + p
 	}
@@ -458,10 +639,12 @@ func (tp *Topics) Check(inputs, outputs, audits []*kgo.Record) *Report {
 			wantOut[k] = append(wantOut[k], in)
 			rep.FirstSeen++
 		} else {
+			e.input = in
 			wantAudit[src] = e
 			rep.Audited++
 		}
 	}
+	rep.Exercised = m.Exercised
 	gotOut := map[string][]*kgo.Record{}
 	for _, o := range outputs {
 		k := fmt.Sprintf("%s/%d", o.Topic, o.Partition)
@@ -521,9 +704,16 @@ func (tp *Topics) Check(inputs, outputs, audits []*kgo.Record) *Report {
 }
 
 // checkAudits compares audit records with the model's expectations, by
-// source coordinates.
+// source coordinates: the dedup.* headers with the model's decision, and
+// the rest (key, value, timestamp, the other headers in order) with the
+// input record at dedup.source, which an audit record must carry
+// unchanged. A fingerprint key must be "fp:" and 32 hex digits, one per
+// fingerprinted content and scope-free: the same model fingerprint always
+// the same dedup.key, different ones different keys.
 func (rep *Report) checkAudits(audits []*kgo.Record, wantAudit map[string]Expect) {
 	seen := map[string]bool{}
+	fpKey := map[string]string{} // model fingerprint -> dedup.key
+	fpOf := map[string]string{}  // dedup.key -> model fingerprint
 	for _, a := range audits {
 		src, _ := header(a, "dedup.source")
 		want, ok := wantAudit[src]
@@ -542,14 +732,36 @@ func (rep *Report) checkAudits(audits []*kgo.Record, wantAudit map[string]Expect
 		key, hasKey := header(a, "dedup.key")
 		first, _ := header(a, "dedup.first")
 		firstTS, _ := header(a, "dedup.first_ts")
+		stream, _ := header(a, "dedup.stream")
 		wantTS := ""
 		if want.First != "" {
 			wantTS = strconv.FormatInt(want.FirstTS, 10)
 		}
-		if reason != want.Reason || key != want.Key || hasKey != (want.Key != "") || first != want.First || firstTS != wantTS {
+		wantKey, keyOK := want.Key, key == want.Key
+		if want.FP != "" {
+			wantKey = "fp:<32 hex digits, one per fingerprint>"
+			keyOK = fpKeyRE.MatchString(key)
+			if k, ok := fpKey[want.FP]; ok && k != key {
+				keyOK = false
+				wantKey = k
+			}
+			if f, ok := fpOf[key]; ok && f != want.FP {
+				keyOK = false
+				wantKey = "another key: " + key + " is the fingerprint of " + f
+			}
+			if keyOK {
+				fpKey[want.FP], fpOf[key] = key, want.FP
+			}
+		}
+		if reason != want.Reason || !keyOK || hasKey != (want.Key != "" || want.FP != "") || first != want.First || firstTS != wantTS || stream != want.Stream {
 			rep.Wrong++
-			rep.problem("audit: %s: reason=%s key=%q first=%s first_ts=%s; model: reason=%s key=%q first=%s first_ts=%s",
-				src, reason, key, first, firstTS, want.Reason, want.Key, want.First, wantTS)
+			rep.problem("audit: %s: reason=%s key=%q first=%s first_ts=%s stream=%s; model: reason=%s key=%q first=%s first_ts=%s stream=%s",
+				src, reason, key, first, firstTS, stream, want.Reason, wantKey, want.First, wantTS, want.Stream)
+			continue
+		}
+		if diff := differs(a, want.input); diff != "" {
+			rep.Wrong++
+			rep.problem("audit: %s: %s differs from the input record's", src, diff)
 		}
 	}
 	for src := range wantAudit {
@@ -558,6 +770,38 @@ func (rep *Report) checkAudits(audits []*kgo.Record, wantAudit map[string]Expect
 			rep.problem("audit: %s (%s) missing", src, wantAudit[src].Reason)
 		}
 	}
+}
+
+var fpKeyRE = regexp.MustCompile(`^fp:[0-9a-f]{32}$`)
+
+// differs names what of audit record a is not input record in as it was:
+// its key, value, timestamp or headers other than dedup.*; "" when all
+// are.
+func differs(a, in *kgo.Record) string {
+	var diffs []string
+	if !bytes.Equal(a.Key, in.Key) {
+		diffs = append(diffs, fmt.Sprintf("key %q (input %q)", a.Key, in.Key))
+	}
+	if !bytes.Equal(a.Value, in.Value) {
+		diffs = append(diffs, fmt.Sprintf("value %q (input %q)", a.Value, in.Value))
+	}
+	if !a.Timestamp.Equal(in.Timestamp) {
+		diffs = append(diffs, fmt.Sprintf("timestamp %d (input %d)", a.Timestamp.UnixMilli(), in.Timestamp.UnixMilli()))
+	}
+	var hs []string
+	for _, h := range a.Headers {
+		if !strings.HasPrefix(h.Key, "dedup.") {
+			hs = append(hs, fmt.Sprintf("%q=%q", h.Key, h.Value))
+		}
+	}
+	var ins []string
+	for _, h := range in.Headers {
+		ins = append(ins, fmt.Sprintf("%q=%q", h.Key, h.Value))
+	}
+	if strings.Join(hs, ",") != strings.Join(ins, ",") {
+		diffs = append(diffs, fmt.Sprintf("headers [%s] (input [%s])", strings.Join(hs, ","), strings.Join(ins, ",")))
+	}
+	return strings.Join(diffs, ", ")
 }
 
 func containsFrom(rs []*kgo.Record, from int, r *kgo.Record) bool {
@@ -673,10 +917,12 @@ func (tp *Topics) CheckRepartitioned(inputs, reps, outputs, audits []*kgo.Record
 			wantOut[fmt.Sprintf("%s/%d|%s", out, in.Partition, signature(in))]++
 			rep.FirstSeen++
 		} else {
+			e.input = in
 			wantAudit[origin[r]] = e
 			rep.Audited++
 		}
 	}
+	rep.Exercised = m.Exercised
 	for _, o := range outputs {
 		k := fmt.Sprintf("%s/%d|%s", o.Topic, o.Partition, signature(o))
 		if wantOut[k] > 0 {
