@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"encoding/hex"
+	"fmt"
 	"hash/fnv"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,5 +129,107 @@ func TestWorkloadReaches(t *testing.T) {
 		if m.Exercised[x] == 0 {
 			t.Errorf("never %s", x)
 		}
+	}
+}
+
+// TestCheckCatches feeds Check the outputs and audit records a correct
+// kdedup would write for a workload, then each with one thing changed: an
+// audit record's value, key, timestamp or an original header, or its
+// fingerprint key. The untouched run must pass and every changed one fail.
+func TestCheckCatches(t *testing.T) {
+	tp := NewTopics("")
+	w := tp.NewWorkload(3, 3_000)
+	m := tp.NewModel()
+	var inputs, outputs, audits []*kgo.Record
+	offsets := map[int32]int64{}
+	for i := 0; i < 3_000; i++ {
+		r := w.Next()
+		r.Partition = int32(i % Partitions)
+		r.Offset = offsets[r.Partition]
+		offsets[r.Partition]++
+		inputs = append(inputs, r)
+		e := m.Decide(r)
+		out := clone(r)
+		out.Partition = r.Partition
+		if e.Reason == "first_seen" {
+			out.Topic = tp.PushOutput
+			if r.Topic == tp.OrderInput {
+				out.Topic = tp.OrderOutput
+			}
+			out.Offset = int64(len(outputs))
+			outputs = append(outputs, out)
+			continue
+		}
+		out.Topic = tp.Audit
+		key := e.Key
+		if e.FP != "" {
+			h := fnv.New128a()
+			h.Write([]byte(e.FP))
+			key = "fp:" + hex.EncodeToString(h.Sum(nil))
+		}
+		add := func(k, v string) { out.Headers = append(out.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
+		add("dedup.reason", e.Reason)
+		add("dedup.stream", e.Stream)
+		if key != "" {
+			add("dedup.key", key)
+		}
+		add("dedup.source", fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset))
+		if e.First != "" {
+			add("dedup.first", e.First)
+			add("dedup.first_ts", strconv.FormatInt(e.FirstTS, 10))
+		}
+		audits = append(audits, out)
+	}
+	if rep := tp.Check(inputs, outputs, audits); !rep.OK() {
+		t.Fatalf("a correct run fails: %v", rep)
+	}
+	find := func(pred func(*kgo.Record) bool) *kgo.Record {
+		for _, a := range audits {
+			if pred(a) {
+				return a
+			}
+		}
+		t.Fatal("no such audit record")
+		return nil
+	}
+	fingerprinted := func(a *kgo.Record) bool {
+		k, _ := header(a, "dedup.key")
+		return strings.HasPrefix(k, "fp:")
+	}
+	for _, tc := range []struct {
+		name   string
+		pick   func(*kgo.Record) bool
+		change func(*kgo.Record)
+	}{
+		{"value", func(*kgo.Record) bool { return true }, func(a *kgo.Record) { a.Value = append(a.Value, ' ') }},
+		{"key", func(*kgo.Record) bool { return true }, func(a *kgo.Record) { a.Key = []byte("other") }},
+		{"timestamp", func(*kgo.Record) bool { return true }, func(a *kgo.Record) { a.Timestamp = a.Timestamp.Add(time.Millisecond) }},
+		{"header dropped", func(a *kgo.Record) bool {
+			return a.Topic == tp.Audit && len(a.Headers) > 0 && a.Headers[0].Key == "tenant-id"
+		},
+			func(a *kgo.Record) { a.Headers = a.Headers[1:] }},
+		{"header added", func(*kgo.Record) bool { return true }, func(a *kgo.Record) {
+			a.Headers = append(a.Headers, kgo.RecordHeader{Key: "x", Value: []byte("y")})
+		}},
+		{"fingerprint key", fingerprinted, func(a *kgo.Record) {
+			for i := range a.Headers {
+				if a.Headers[i].Key == "dedup.key" {
+					a.Headers[i].Value = []byte("fp:00000000000000000000000000000000")
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := find(tc.pick)
+			saved := *a
+			saved.Headers = append([]kgo.RecordHeader(nil), a.Headers...)
+			tc.change(a)
+			defer func() { *a = saved }()
+			rep := tp.Check(inputs, outputs, audits)
+			if rep.OK() || rep.Wrong == 0 {
+				t.Fatalf("a changed audit record passes: %v", rep)
+			}
+			t.Log(rep.Problems[0])
+		})
 	}
 }
