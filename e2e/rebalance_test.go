@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"net"
 	"testing"
 	"time"
@@ -18,11 +17,11 @@ func TestRebalance(t *testing.T) {
 	w := e.tp.NewWorkload(11, 15_000)
 	pcl := producerClient(t, e)
 	a := start(t, e.config(t, "a", ""))
-	produce(context.Background(), t, pcl, w, 5_000)
+	mustProduce(t, pcl, w, 5_000)
 	b := start(t, e.config(t, "b", ""))
-	produce(context.Background(), t, pcl, w, 5_000)
+	mustProduce(t, pcl, w, 5_000)
 	a.stop(t)
-	produce(context.Background(), t, pcl, w, 5_000)
+	mustProduce(t, pcl, w, 5_000)
 	rep := e.verify(t, 15_000)
 	b.stop(t)
 	t.Logf("rebalance: %v", rep)

@@ -19,7 +19,7 @@ import (
 // its repartition topic exactly once, and then decided exactly once: copies
 // that arrived in different input partitions are caught as duplicates.
 func TestRepartition(t *testing.T) {
-	e := setup(t)
+	e := setup(t, threeBrokers)
 	e.tp = e.tp.Repartitioned()
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 4))
@@ -34,16 +34,12 @@ func TestRepartition(t *testing.T) {
 	in := start(t, cfg)
 	kills := 0
 	for round := 0; round < rounds; round++ {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			produce(context.Background(), t, cl, w, perRound)
-		}()
+		p := startProducing(context.Background(), cl, w, perRound, 0)
 		time.Sleep(time.Duration(50+rng.IntN(700)) * time.Millisecond) // the random crash point
 		in.kill()
 		kills++
 		in = start(t, cfg)
-		<-done
+		p.wait(t)
 	}
 	n := rounds * perRound
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -22,7 +22,7 @@ import (
 // output must hold every first-seen record exactly once and the audit every
 // other record, under read_committed, as in the crash test.
 func TestScaleOut(t *testing.T) {
-	e := setup(t)
+	e := setup(t, threeBrokers)
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 3))
 	root := t.TempDir()
@@ -31,8 +31,13 @@ func TestScaleOut(t *testing.T) {
 	}
 	snapshot := filepath.Join(root, "snapshot")
 	running := map[string]*instance{}
-	for _, name := range []string{"a", "b", "c"} {
+	var all []*instance // every instance started, for their log counters
+	launch := func(name string) {
 		running[name] = start(t, cfg(name))
+		all = append(all, running[name])
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		launch(name)
 	}
 	names := func() []string {
 		var ns []string
@@ -42,21 +47,13 @@ func TestScaleOut(t *testing.T) {
 		sort.Strings(ns)
 		return ns
 	}
-	changelogRestores.Lock()
-	restoredBefore := changelogRestores.n
-	changelogRestores.Unlock()
-
 	const rounds, perRound = 14, 2_000
 	w := e.tp.NewWorkload(seed, rounds*perRound)
 	pcl := producerClient(t, e)
 	var kills, wipes int
 	var events []string
 	for round := 0; round < rounds; round++ {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			produce(context.Background(), t, pcl, w, perRound)
-		}()
+		p := startProducing(context.Background(), pcl, w, perRound, 0)
 		time.Sleep(time.Duration(50+rng.IntN(700)) * time.Millisecond) // the random moment of this round's fault
 		ns := names()
 		victim := ns[rng.IntN(len(ns))]
@@ -74,7 +71,7 @@ func TestScaleOut(t *testing.T) {
 			if err := os.RemoveAll(filepath.Join(root, victim)); err != nil {
 				t.Fatal(err)
 			}
-			running[victim] = start(t, cfg(victim))
+			launch(victim)
 			kills++
 			wipes++
 			events = append(events, "wiped "+victim)
@@ -92,12 +89,12 @@ func TestScaleOut(t *testing.T) {
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("kdedup state restore: %v\n%s", err, out)
 			}
-			running[victim] = start(t, cfg(victim))
+			launch(victim)
 			kills++
 			wipes++
 			events = append(events, "restored "+victim+" from a snapshot")
 		case 7: // scale out: a fourth instance joins
-			running["d"] = start(t, cfg("d"))
+			launch("d")
 			events = append(events, "added d")
 		case 10: // scale in: one leaves for good
 			if victim == "d" {
@@ -108,19 +105,17 @@ func TestScaleOut(t *testing.T) {
 			events = append(events, "removed "+victim)
 		default:
 			running[victim].kill()
-			running[victim] = start(t, cfg(victim))
+			launch(victim)
 			kills++
 			events = append(events, "killed "+victim)
 		}
-		<-done
+		p.wait(t)
 	}
 	rep := e.verify(t, rounds*perRound)
 	for _, in := range running {
 		in.stop(t)
 	}
-	changelogRestores.Lock()
-	fromChangelog := changelogRestores.n - restoredBefore
-	changelogRestores.Unlock()
+	fromChangelog := total(all, func(in *instance) *counter { return &in.changelogRestores })
 	t.Logf("scale-out: %d SIGKILLs (%d with the state wiped), %v; %d partition restores from the changelog: %v", kills, wipes, events, fromChangelog, rep)
 	if !rep.OK() {
 		t.Fatalf("seed %d: %v", seed, rep)

@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -78,7 +77,7 @@ func TestSecureConnection(t *testing.T) {
 			e := secureSetup(t, mech)
 			in := startEnv(t, e.config(t, "secure", "log_level: debug\n"), []string{config.EnvName("sasl.password") + "=" + e.password})
 			const n = 2_000
-			produce(context.Background(), t, producerClient(t, e), e.tp.NewWorkload(5, n), n)
+			mustProduce(t, producerClient(t, e), e.tp.NewWorkload(5, n), n)
 			rep := e.verify(t, n)
 			in.stop(t)
 			t.Logf("%s over TLS: %v", mech, rep)
