@@ -538,7 +538,7 @@ func TestCrashRecovery(t *testing.T) {
 	seed := testSeed(t)
 	const name = "crashy"
 	cfg := e.config(t, name, "")
-	o := crashOpts{rounds: 15, perRound: 2_000, rate: 4_000, aimEvery: 3, txnID: e.tp.Group + "-" + name}
+	o := crashOpts{rounds: 15, perRound: 2_000, rate: 2_000, aimEvery: 3, txnID: e.tp.Group + "-" + name}
 	run := crashRounds(t, e, cfg, seed, o)
 	n := o.rounds * o.perRound
 	rep := e.verify(t, n)
@@ -612,7 +612,11 @@ func crashRounds(t *testing.T, e *env, cfg string, seed uint64, o crashOpts) *cr
 			run.in.stop(t)
 			run.terms++
 		case o.aimEvery > 0 && e.fake != nil && run.kills%o.aimEvery == 0:
-			if e.killAtCommit(run.in, o.txnID, delay) {
+			// The random moment, as a share of the round's events sent
+			// (10% to 80%): events are still to be decided after it, so
+			// a commit follows it whatever the rate.
+			at := o.perRound/10 + int(int64(o.perRound)*7/10*int64(delay-50*time.Millisecond)/int64(700*time.Millisecond))
+			if e.killAtCommit(run.in, o.txnID, p, at) {
 				run.aimed++
 			}
 			run.kills++
@@ -630,17 +634,20 @@ func crashRounds(t *testing.T, e *env, cfg string, seed uint64, o crashOpts) *cr
 	return run
 }
 
-// killAtCommit waits for delay, then SIGKILLs in as the broker receives
-// its next request to commit a transaction (EndTxn with commit set, from
-// transactional id txnID): kfake still commits the transaction, but kdedup
+// killAtCommit waits until p has sent at events, then SIGKILLs in as the
+// broker receives its next request to commit a transaction (EndTxn with
+// commit set, from transactional id txnID): kfake still commits the
+// transaction, but kdedup
 // never hears so and never writes the transaction's state changes to
 // Pebble. That is a kill between the Kafka commit and the Pebble commit,
 // a window of a millisecond or so that random kills seldom hit: the
 // restart must find its state behind the committed offsets and restore.
 // It reports whether in died that way; with no commit within 10s it is
 // killed anyway.
-func (e *env) killAtCommit(in *instance, txnID string, delay time.Duration) bool {
-	time.Sleep(delay) // the random moment: the commit after it is the target
+func (e *env) killAtCommit(in *instance, txnID string, p *production, at int) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_ = p.sent.wait(ctx, at) // the random moment: the commit after it is the target
 	var mu sync.Mutex
 	armed, fired := true, make(chan struct{})
 	e.fake.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
