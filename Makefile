@@ -8,8 +8,13 @@ BENCHTIME   ?= 1s
 BIN         ?= bin/kdedup
 
 KAFKA_PORT  ?= 19092
+# The three-node cluster: node N's client port is KAFKA_CLUSTER_PORT+N-1.
+KAFKA_CLUSTER_PORT ?= 19192
+KAFKA_CLUSTER_BROKERS = 127.0.0.1:$(KAFKA_CLUSTER_PORT),127.0.0.1:$(shell echo $$(($(KAFKA_CLUSTER_PORT)+1))),127.0.0.1:$(shell echo $$(($(KAFKA_CLUSTER_PORT)+2)))
+# The tests that run on the three-node cluster in make test-kafka.
+KAFKA_CLUSTER_TESTS ?= ^(TestScaleOut|TestCrashRecovery|TestBrokerBounce)$$
 
-.PHONY: all build demo test lint fmt-check vet staticcheck bench fuzz clean kafka-up kafka-down test-kafka
+.PHONY: all build demo test lint fmt-check vet staticcheck bench fuzz clean kafka-up kafka-down test-kafka kafka-up3 kafka-down3 test-kafka-single test-kafka3
 
 all: build
 
@@ -35,16 +40,44 @@ kafka-up:
 kafka-down:
 	KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh down
 
+# Three nodes, each broker and controller, replication factor 3 and
+# min.insync.replicas 2, on 127.0.0.1: client ports KAFKA_CLUSTER_PORT to
+# +2 (19192-19194), controllers 100 above (19292-19294).
+kafka-up3:
+	KAFKA_CLUSTER_PORT=$(KAFKA_CLUSTER_PORT) scripts/kafka.sh up3
+
+kafka-down3:
+	KAFKA_CLUSTER_PORT=$(KAFKA_CLUSTER_PORT) scripts/kafka.sh down3
+
 # The end-to-end suites (the same tests make test runs on the in-process
-# broker) against a real broker, started fresh and stopped afterwards.
-# Tests that inject faults into the in-process broker skip themselves.
+# broker) against real brokers, started fresh and stopped afterwards
+# whatever the outcome: all of them on one broker, then the crash,
+# scale-out and broker-bounce tests on three. Tests that inject faults
+# into the in-process broker skip themselves. Fails if either part does;
+# the second runs even when the first failed.
 test-kafka:
+	@status=0; \
+	$(MAKE) --no-print-directory test-kafka-single || status=1; \
+	$(MAKE) --no-print-directory test-kafka3 || status=1; \
+	exit $$status
+
+test-kafka-single:
 	@KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh down >/dev/null
-	KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh up
+	@trap 'KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh down' EXIT; trap 'exit 130' INT TERM; \
+	KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh up && \
 	KDEDUP_TEST_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 	KDEDUP_TEST_SECURE_BROKERS=127.0.0.1:$$(($(KAFKA_PORT)+2)) KDEDUP_TEST_CA=$(CURDIR)/.cache/kafka/certs/ca.pem \
-	$(GO) test -count=1 -timeout 30m -v ./e2e; \
-	status=$$?; KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh down; exit $$status
+	$(GO) test -count=1 -timeout 30m -v ./e2e
+
+test-kafka3:
+	@KAFKA_CLUSTER_PORT=$(KAFKA_CLUSTER_PORT) scripts/kafka.sh down3 >/dev/null
+	@trap 'KAFKA_CLUSTER_PORT=$(KAFKA_CLUSTER_PORT) scripts/kafka.sh down3' EXIT; trap 'exit 130' INT TERM; \
+	start=$$(date +%s); \
+	KAFKA_CLUSTER_PORT=$(KAFKA_CLUSTER_PORT) scripts/kafka.sh up3 && \
+	KAFKA_CLUSTER_PORT=$(KAFKA_CLUSTER_PORT) KDEDUP_TEST_BROKERS=$(KAFKA_CLUSTER_BROKERS) \
+	KDEDUP_TEST_BOUNCE=$(CURDIR)/scripts/kafka.sh \
+	$(GO) test -count=1 -timeout 20m -v -run '$(KAFKA_CLUSTER_TESTS)' ./e2e; \
+	status=$$?; echo "== three-node part: $$(($$(date +%s)-start))s"; exit $$status
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go' 2>/dev/null || find . -name '*.go')); \
