@@ -27,9 +27,19 @@ build:
 demo: build
 	./$(BIN) demo $(DEMO_FLAGS)
 
-# The whole suite: formatting, vet and every test. This is what CI runs.
+# The whole suite: formatting, vet and every test, then the packages
+# whose code runs concurrently (the consumer's callbacks, the admin
+# server, the embedded broker and the processor through cmd/kdedup, topic
+# creation, the state store) again under the race detector. Not e2e: it
+# runs the binary, far too slow under -race; state with -short and fewer
+# random events, whose full run takes over ten minutes under -race. The
+# race detector needs cgo and a C compiler. This is what CI runs.
 test: fmt-check vet
 	$(GO) test -count=1 ./...
+	@if [ "$$($(GO) env CGO_ENABLED)" != 1 ] || ! command -v "$$($(GO) env CC)" >/dev/null; then \
+		echo "make test: go test -race needs cgo and a C compiler (CGO_ENABLED=$$($(GO) env CGO_ENABLED), CC=$$($(GO) env CC)): install gcc, or set CC and CGO_ENABLED=1"; exit 1; fi
+	$(GO) test -race -count=1 ./admin ./cmd/kdedup ./consumer ./producer
+	$(GO) test -race -count=1 -short ./state -events=10000
 
 # A real Apache Kafka broker (KRaft, one node) on 127.0.0.1:$(KAFKA_PORT),
 # fetched from Maven Central into .cache/kafka on first use. Needs java
