@@ -21,6 +21,7 @@ type Metrics struct {
 	keys         *prometheus.GaugeVec
 	restored     *prometheus.GaugeVec
 	restoreTotal *prometheus.GaugeVec
+	rebuilds     *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics (and the Go and process collectors) on
@@ -50,8 +51,11 @@ func NewMetrics() *Metrics {
 		restoreTotal: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kdedup_restore_records_total", Help: "Records the current or last restore of a partition has to replay.",
 		}, []string{"topic", "partition"}),
+		rebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kdedup_session_rebuilds_total", Help: "Client sessions ended by a failure and rebuilt (the group rejoined), by reason (unknown_outcome, partition_stalled, restore_stalled, stale_offsets).",
+		}, []string{"reason"}),
 	}
-	m.Registry.MustRegister(m.eventsIn, m.decisions, m.transactions, m.commitTime, m.keys, m.restored, m.restoreTotal,
+	m.Registry.MustRegister(m.eventsIn, m.decisions, m.transactions, m.commitTime, m.keys, m.restored, m.restoreTotal, m.rebuilds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -83,3 +87,6 @@ func (m *Metrics) Restored(topic string, partition int32, done, total int64) {
 func (m *Metrics) Keys(topic string, partition int32, n int64) {
 	m.keys.WithLabelValues(topic, strconv.Itoa(int(partition))).Set(float64(n))
 }
+
+// Rebuilt counts a client session rebuilt after a failure.
+func (m *Metrics) Rebuilt(reason string) { m.rebuilds.WithLabelValues(reason).Inc() }

@@ -51,7 +51,7 @@ func (c *lateClient) End(ctx context.Context, commit bool) (bool, error) {
 // ends must make it abort (a session's End commits whatever its produces
 // did), and the refusal is kept for the retry.
 func TestEndWaitsForOutcomes(t *testing.T) {
-	p := &Processor{log: zerolog.Nop(), obs: nopObserver{}, parts: map[tp]*partState{}, refusals: map[coord]error{},
+	p := &Processor{log: zerolog.Nop(), obs: nopObserver{}, parts: map[tp]*partState{}, refusals: map[coord]error{}, fwdNext: map[tp]int64{}, assigned: map[tp]bool{},
 		opts: Options{TransactionTimeout: time.Second}}
 	c := &lateClient{fail: "push-events.deduped"}
 	p.inTxn = true
@@ -86,7 +86,7 @@ func TestForwardRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Processor{log: zerolog.Nop(), obs: nopObserver{}, parts: map[tp]*partState{}, refusals: map[coord]error{},
+	p := &Processor{log: zerolog.Nop(), obs: nopObserver{}, parts: map[tp]*partState{}, refusals: map[coord]error{}, fwdNext: map[tp]int64{}, assigned: map[tp]bool{},
 		opts: Options{AuditTopic: "dedup.audit", Limits: map[string]producer.Limits{"g.push.repartition": {TimestampAfter: time.Minute}}}}
 	s := &streamRun{Stream: Stream{Rules: rules, Input: "push-events", Repartition: "g.push.repartition"}, eng: dedup.NewEngine(rules), repParts: 3, auditParts: 3}
 	var got []*kgo.Record

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kdedup/kdedup/config"
@@ -44,6 +45,63 @@ type Observer interface {
 	Restored(topic string, partition int32, done, total int64)
 	// Keys reports the keys stored for a partition.
 	Keys(topic string, partition int32, n int64)
+	// Rebuilt reports a client session ended by a failure and rebuilt
+	// (rejoining the group), with why: one of the Rebuild* reasons.
+	Rebuilt(reason string)
+}
+
+// Why a session was rebuilt (Observer.Rebuilt).
+const (
+	// RebuildUnknownOutcome: a transaction's outcome is unknown (its End
+	// or flush failed), or the client failed otherwise.
+	RebuildUnknownOutcome = "unknown_outcome"
+	// RebuildPartitionStalled: a fetch error left a partition unconsumed
+	// (franz-go drops a partition whose committed offset it cannot fetch).
+	RebuildPartitionStalled = "partition_stalled"
+	// RebuildRestoreStalled: a restore made no progress for
+	// Options.RestoreStallTimeout; the session left the group.
+	RebuildRestoreStalled = "restore_stalled"
+	// RebuildStaleOffsets: a restore met the changelog of a transaction
+	// beyond the committed offset this session knows, while the group's
+	// coordinator knows a later one: another member owns the partition.
+	RebuildStaleOffsets = "stale_offsets"
+)
+
+var (
+	// errPartitionStalled: see RebuildPartitionStalled.
+	errPartitionStalled = errors.New("consumer: a partition stopped being consumed")
+	// errRestoreStalled: see RebuildRestoreStalled.
+	errRestoreStalled = errors.New("consumer: restore made no progress")
+	// errStaleTarget: see RebuildStaleOffsets.
+	errStaleTarget = errors.New("consumer: the committed offset this session knows is stale")
+	// errRevoked: the partition being restored was revoked meanwhile; the
+	// restore stops (what it committed to Pebble stays, stamped).
+	errRevoked = errors.New("consumer: partition revoked during its restore")
+)
+
+// rebuildReason classifies the error a session ended with.
+func rebuildReason(err error) string {
+	switch {
+	case errors.Is(err, errPartitionStalled):
+		return RebuildPartitionStalled
+	case errors.Is(err, errRestoreStalled):
+		return RebuildRestoreStalled
+	case errors.Is(err, errStaleTarget):
+		return RebuildStaleOffsets
+	}
+	return RebuildUnknownOutcome
+}
+
+// stalls reports whether a fetch error leaves its partition unconsumed: a
+// non-retryable broker error. franz-go retries retryable errors itself and
+// goes on after data loss, which it reports as *kgo.ErrDataLoss.
+func stalls(err error) bool {
+	var loss *kgo.ErrDataLoss
+	if errors.As(err, &loss) || errors.Is(err, kgo.ErrClientClosed) {
+		return false
+	}
+	var ke *kerr.Error
+	return errors.As(err, &ke) && !ke.Retriable
 }
 
 type nopObserver struct{}
@@ -52,6 +110,7 @@ func (nopObserver) Decided(string, dedup.Reason)         {}
 func (nopObserver) Transaction(bool, time.Duration, int) {}
 func (nopObserver) Restored(string, int32, int64, int64) {}
 func (nopObserver) Keys(string, int32, int64)            {}
+func (nopObserver) Rebuilt(string)                       {}
 
 // Options configure a Processor.
 type Options struct {
@@ -93,6 +152,16 @@ type Options struct {
 	ClientOpts []kgo.Opt
 	// MaxPollRecords caps the records one poll returns. Default: 10,000.
 	MaxPollRecords int
+	// RestoreStallTimeout bounds how long a restore may go without
+	// progress (no changelog or input record read, its sentinel not
+	// written) before it gives up: a hanging transaction on the changelog
+	// (read_committed stops at it) or an offline changelog partition must
+	// not hold the loop, and the partitions, forever. The session then
+	// leaves the group, so that the partitions can move, and rejoins.
+	// Default: 2 minutes, longer than a transaction timeout, so that a
+	// transaction of a crashed instance is aborted by the coordinator
+	// before a restore waiting on it gives up.
+	RestoreStallTimeout time.Duration
 	// Limits is what each output topic and the audit topic refuse
 	// (producer.TopicLimits): producer batches are sized to their
 	// max.message.bytes, and records they would refuse are audited
@@ -122,6 +191,10 @@ type Processor struct {
 	clParts  int32 // partitions of the changelog topic
 
 	parts map[tp]*partState
+	// assigned are the partitions the group gave this session, as of the
+	// last applyRebalances: records of others are never decided, and a
+	// partition revoked while earlier ones restore is skipped.
+	assigned map[tp]bool
 
 	events   sync.Mutex // guards pending
 	pending  []rebalanceEvent
@@ -133,6 +206,7 @@ type Processor struct {
 	failMu   sync.Mutex      // guards failErr and refusals
 	failErr  error           // the first produce failure
 	refusals map[coord]error // input records whose output or audit record a topic refused, with the error; pruned on commit
+	fwdNext  map[tp]int64    // per forwarded input partition, the offset after its last record in the open transaction
 	hdrs     []dedup.Header  // scratch
 	txnStart time.Time
 	txnRecs  int
@@ -195,6 +269,9 @@ func New(opts Options) (*Processor, error) {
 	if opts.RetireLimit == 0 {
 		opts.RetireLimit = 1_000
 	}
+	if opts.RestoreStallTimeout == 0 {
+		opts.RestoreStallTimeout = 2 * time.Minute
+	}
 	var errs []error
 	if len(opts.Brokers) == 0 {
 		errs = append(errs, errors.New("no brokers"))
@@ -221,7 +298,9 @@ func New(opts Options) (*Processor, error) {
 		streams:  map[string]*streamRun{},
 		forwards: map[string]*streamRun{},
 		parts:    map[tp]*partState{},
+		assigned: map[tp]bool{},
 		refusals: map[coord]error{},
+		fwdNext:  map[tp]int64{},
 		txnID:    opts.Group + "-" + opts.InstanceID,
 		clParts:  opts.Partitions[opts.ChangelogTopic],
 	}
@@ -334,12 +413,14 @@ func (p *Processor) applyRebalances() {
 				key := tp{topic, n}
 				if ev.assigned {
 					p.log.Info().Str("topic", topic).Int32("partition", n).Msg("partition assigned")
+					p.assigned[key] = true
 					if st, ok := p.parts[key]; ok {
 						st.check = true
 					}
 					continue
 				}
 				p.log.Info().Str("topic", topic).Int32("partition", n).Msg("partition revoked")
+				delete(p.assigned, key)
 				if st, ok := p.parts[key]; ok {
 					if st.batch != nil {
 						st.batch.Discard()
@@ -350,6 +431,26 @@ func (p *Processor) applyRebalances() {
 			}
 		}
 	}
+}
+
+// revokedPending reports whether a revocation (or loss) of key is queued
+// but not yet applied: a restore, which runs in the processing goroutine
+// while the group's goroutine goes on, checks it to give the partition up
+// at once.
+func (p *Processor) revokedPending(key tp) bool {
+	p.events.Lock()
+	defer p.events.Unlock()
+	for _, ev := range p.pending {
+		if ev.assigned {
+			continue
+		}
+		for _, n := range ev.parts[key.topic] {
+			if n == key.partition {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Run processes until ctx ends, then finishes or aborts the open
@@ -365,7 +466,9 @@ func (p *Processor) Run(ctx context.Context) error {
 			p.closePartitions()
 			return nil
 		}
-		p.log.Warn().Err(err).Dur("retry_in", backoff).Msg("rebuilding the client session")
+		reason := rebuildReason(err)
+		p.obs.Rebuilt(reason)
+		p.log.Warn().Err(err).Str("reason", reason).Dur("retry_in", backoff).Msg("rebuilding the client session")
 		select {
 		case <-ctx.Done():
 			p.closePartitions()
@@ -388,7 +491,7 @@ func (p *Processor) closePartitions() {
 
 // session runs one client's lifetime. It returns nil when ctx ends, an
 // error when the client must be rebuilt.
-func (p *Processor) session(ctx context.Context) error {
+func (p *Processor) session(ctx context.Context) (err error) {
 	// Whatever the last session left must be checked again: its
 	// transaction's outcome may be unknown.
 	for _, st := range p.parts {
@@ -401,13 +504,14 @@ func (p *Processor) session(ctx context.Context) error {
 	p.events.Lock()
 	p.pending = nil
 	p.events.Unlock()
-	p.inTxn = false
+	clear(p.assigned)
+	p.resetTxn()
 	if p.opts.Guarantee == config.ExactlyOnce {
 		sess, err := kgo.NewGroupTransactSession(p.groupOpts()...)
 		if err != nil {
 			return fmt.Errorf("creating transactional session %s: %w", p.txnID, err)
 		}
-		defer p.leave(ctx, sess.Close)
+		defer func() { p.leave(sess.Close, p.giveBack(ctx, err)) }()
 		// Fence at once: InitProducerID aborts whatever transaction an
 		// earlier session of this transactional id left open (a crash, an
 		// unknown outcome). Waiting for the first record would deadlock:
@@ -426,22 +530,30 @@ func (p *Processor) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating client: %w", err)
 	}
-	defer p.leave(ctx, cl.Close)
+	defer func() { p.leave(cl.Close, p.giveBack(ctx, err)) }()
 	return p.loop(ctx, &alosClient{cl: cl})
 }
 
-// leave closes the client and, on shutdown (ctx ended, by whatever path
-// the loop returned), removes this static member from the group, so that
-// its partitions move at once rather than after the session timeout, and
-// makes sure no transaction of it is left open.
+// giveBack reports whether a session ending with err leaves the group, so
+// that its partitions move at once: on shutdown (ctx ended, by whatever
+// path the loop returned), and after a restore that stalled (the
+// partitions may fare better elsewhere; this instance rejoins after a
+// backoff).
+func (p *Processor) giveBack(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, errRestoreStalled)
+}
+
+// leave closes the client and, if leaveGroup, removes this static member
+// from the group, so that its partitions move at once rather than after
+// the session timeout, and makes sure no transaction of it is left open.
 //
 // The order matters: the client closes first (a static member's close
 // sends no LeaveGroup and waits for nothing); removing the member while
 // its own client still ran would make that client rejoin, and its close
 // wait on the rebalance.
-func (p *Processor) leave(ctx context.Context, closeFn func()) {
+func (p *Processor) leave(closeFn func(), leaveGroup bool) {
 	closeFn()
-	if ctx.Err() == nil {
+	if !leaveGroup {
 		return
 	}
 	admCl, err := kgo.NewClient(p.clientOpts()...)
@@ -581,12 +693,26 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 		if fetches.IsClientClosed() {
 			return errors.New("client closed")
 		}
+		var stalled error
 		fetches.EachError(func(t string, n int32, err error) {
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 				return
 			}
+			if stalls(err) {
+				p.log.Error().Err(err).Str("topic", t).Int32("partition", n).Msg("fetch error that stops the partition: rejoining the group")
+				stalled = errors.Join(stalled, fmt.Errorf("%s/%d: %w", t, n, err))
+				return
+			}
 			p.log.Warn().Err(err).Str("topic", t).Int32("partition", n).Msg("fetch error")
 		})
+		if stalled != nil {
+			// franz-go drops a partition whose committed offset could not
+			// be fetched (a non-retryable OffsetFetch error) from the
+			// assignment and reports it once, as here: nothing would
+			// consume it until the next rebalance. Rejoining fetches the
+			// offsets again. What the open transaction decided aborts.
+			return fmt.Errorf("%w: %w", errPartitionStalled, stalled)
+		}
 		p.applyRebalances()
 		if recs := fetches.Records(); len(recs) > 0 {
 			if err := p.process(ctx, c, recs); err != nil {
@@ -604,10 +730,20 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 }
 
 // process decides and produces one poll's records, restoring partitions
-// first where their stamps need checking.
+// first where their state is behind the group's committed offset.
+//
+// A restore never runs inside a transaction: it can take longer than the
+// transaction may stay open. Records of a partition that is behind,
+// arriving while a transaction is open, abort it (the client rewinds
+// every partition to its committed offset), and every partition of the
+// poll that is behind is then restored to its committed offset at once,
+// before the next poll. Restoring only when such records arrive while no
+// transaction is open would not be enough on several brokers: after the
+// rewind each broker's fetch answers in its own time, and if a
+// partition's leader is always slower than the others, its records would
+// always arrive second, inside the transaction the faster partitions
+// began, and abort it again, forever.
 func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) error {
-	// Restore before the transaction begins where possible, so that a
-	// long restore does not hold a transaction open.
 	first := map[tp]int64{}
 	for _, r := range recs {
 		if p.forwards[r.Topic] != nil {
@@ -618,32 +754,38 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 			first[key] = r.Offset
 		}
 	}
-	for key := range first {
-		st, err := p.partition(key)
-		if err != nil {
-			return err
-		}
-		if st.check && p.opts.Guarantee == config.ExactlyOnce && p.inTxn && p.behind(c, st, first[key]) {
-			// A restore can take long, longer than the transaction may
-			// stay open. Committing now would commit the offsets of this
-			// poll's records, decided or not: abort instead, which
-			// rewinds to the committed offsets; the records come again
-			// and the restore runs before the next transaction begins.
-			p.rewind = true
-			return p.end(ctx, c)
-		}
-	}
+	var behind []*partState
 	for key, off := range first {
+		if !p.assigned[key] {
+			continue // revoked since the poll: its records are not decided, the transaction aborts
+		}
 		st, err := p.partition(key)
 		if err != nil {
 			return err
 		}
-		if st.check && p.behind(c, st, off) {
-			if err := p.restore(ctx, st, off); err != nil {
-				return fmt.Errorf("restoring %s/%d: %w", key.topic, key.partition, err)
-			}
+		if !st.check {
+			continue
+		}
+		if p.behind(c, st, off) {
+			behind = append(behind, st)
+			continue
 		}
 		st.check = false
+	}
+	if len(behind) > 0 {
+		if p.inTxn && p.opts.Guarantee == config.ExactlyOnce {
+			// Committing now would commit the offsets of this poll's
+			// records, decided or not: abort, which rewinds to the
+			// committed offsets, then restore to those.
+			p.rewind = true
+			if err := p.end(ctx, c); err != nil {
+				return err
+			}
+			return p.restoreBehind(ctx, c, behind)
+		}
+		if err := p.restoreBehind(ctx, c, behind); err != nil {
+			return err
+		}
 	}
 	p.ready.Store(true)
 	if !p.inTxn {
@@ -660,7 +802,7 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 			continue
 		}
 		st := p.parts[tp{r.Topic, r.Partition}]
-		if st == nil {
+		if st == nil || st.check || !p.assigned[st.tp] {
 			continue // revoked meanwhile: the transaction aborts
 		}
 		if err := p.decide(ctx, c, st, r); err != nil {
@@ -670,13 +812,63 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 	return nil
 }
 
+// restoreBehind restores each partition of sts, one after another, to the
+// group's committed offset. Rebalances are applied between restores: a
+// partition revoked meanwhile is skipped (a restore running when its
+// partition is revoked stops), so that no restore works towards an offset
+// that went stale.
+func (p *Processor) restoreBehind(ctx context.Context, c client, sts []*partState) error {
+	for _, st := range sts {
+		p.applyRebalances()
+		if !p.assigned[st.tp] || p.parts[st.tp] != st {
+			continue
+		}
+		to, ok := p.committed(c, st.tp)
+		if !ok {
+			// Assigned, records polled, yet no committed offset known: the
+			// client lost track of the partition. Rejoin rather than guess.
+			return fmt.Errorf("%w: no committed offset known for %s/%d", errPartitionStalled, st.tp.topic, st.tp.partition)
+		}
+		err := p.restore(ctx, st, to)
+		if errors.Is(err, errRevoked) {
+			p.log.Info().Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Msg("partition revoked during its restore: restore stopped")
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("restoring %s/%d: %w", st.tp.topic, st.tp.partition, err)
+		}
+		st.check = false
+	}
+	return nil
+}
+
 // behind reports whether st's state needs a restore before its record at
 // offset first: its stamp is neither first nor the group's committed
 // offset (the first record may lie beyond that: transaction markers take
-// offsets).
+// offsets). A committed offset the client does not know counts as behind:
+// restoreBehind then decides.
 func (p *Processor) behind(c client, st *partState, first int64) bool {
 	in := st.part.Stamp().Input
-	return in != first && in != c.Committed(st.tp.topic, st.tp.partition)
+	if in == first {
+		return false
+	}
+	to, ok := p.committed(c, st.tp)
+	return !ok || in != to
+}
+
+// committed returns the group's committed offset of key as the session
+// knows it: fetched when the partition was assigned, moved by each
+// commit.
+//
+// A partition the group never committed has offset 0 here once a record
+// of it was polled (franz-go starts such a partition's entry at offset 0;
+// TestCommittedOffsetWithoutCommit pins this): its state must then reflect
+// nothing, whatever offset its first record has. Not known (false): the
+// session has no entry for the partition, which happens only once it is
+// revoked.
+func (p *Processor) committed(c client, key tp) (int64, bool) {
+	o := c.Committed(key.topic, key.partition)
+	return o, o >= 0
 }
 
 // partition returns the state of an assigned partition, opening its
@@ -710,6 +902,7 @@ func (p *Processor) forward(ctx context.Context, c client, s *streamRun, r *kgo.
 	}
 	p.txnRecs++
 	at := coord{tp: tp{r.Topic, r.Partition}, offset: r.Offset}
+	p.fwdNext[at.tp] = r.Offset + 1
 	out := producer.Forward(r, s.Repartition, part)
 	now := time.Now()
 	if err := p.refusal(at, out, now); err != nil {
@@ -871,13 +1064,13 @@ func (p *Processor) refused(c coord) error {
 	return p.refusals[c]
 }
 
-// forgetRefusals drops the refusals of st's records below its committed
-// offset: those records are decided for good.
-func (p *Processor) forgetRefusals(st *partState) {
+// forgetRefusals drops the refusals of the records of key below next, its
+// committed offset: those records are decided (or forwarded) for good.
+func (p *Processor) forgetRefusals(key tp, next int64) {
 	p.failMu.Lock()
 	defer p.failMu.Unlock()
 	for c := range p.refusals {
-		if c.tp == st.tp && c.offset < st.next {
+		if c.tp == key && c.offset < next {
 			delete(p.refusals, c)
 		}
 	}
@@ -931,6 +1124,10 @@ func (p *Processor) end(ctx context.Context, c client) error {
 		// write): End commits whatever the outcome of a produce, so wait
 		// for every outcome first and decide on them all.
 		if err := c.Flush(ctx); err != nil {
+			// The session is rebuilt: whatever this transaction met is
+			// gone with it, and must not abort the next session's first
+			// transaction.
+			p.resetTxn()
 			return fmt.Errorf("flushing the transaction's records: %w", err)
 		}
 		commit = !p.failed.Load()
@@ -943,12 +1140,11 @@ func (p *Processor) end(ctx context.Context, c client) error {
 	committed, err := c.End(ectx, commit)
 	cancel()
 	took := time.Since(start)
-	p.inTxn = false
 	p.failMu.Lock()
 	failErr := p.failErr
-	p.failErr = nil
 	p.failMu.Unlock()
-	p.failed.Store(false)
+	fwdNext := p.fwdNext
+	p.resetTxn()
 	p.obs.Transaction(committed, took, p.txnRecs)
 	if failErr != nil {
 		p.log.Warn().Err(failErr).Msg("transaction aborted: a record could not be produced")
@@ -966,7 +1162,7 @@ func (p *Processor) end(ctx context.Context, c client) error {
 			st.check = true
 			continue
 		}
-		p.forgetRefusals(st)
+		p.forgetRefusals(st.tp, st.next)
 		cl := st.clNext.Load()
 		if cl == 0 {
 			cl = st.part.Stamp().Changelog
@@ -980,6 +1176,11 @@ func (p *Processor) end(ctx context.Context, c client) error {
 		st.batch = nil
 		p.obs.Keys(st.tp.topic, st.tp.partition, st.part.Stamp().Keys)
 	}
+	if committed {
+		for key, next := range fwdNext {
+			p.forgetRefusals(key, next)
+		}
+	}
 	if !committed {
 		for _, st := range p.parts {
 			st.check = true
@@ -991,6 +1192,17 @@ func (p *Processor) end(ctx context.Context, c client) error {
 		p.log.Info().Dur("took", took).Msg(why)
 	}
 	return nil
+}
+
+// resetTxn forgets what the open transaction met: its failure and the
+// forwarded offsets. The transaction is over, or its session is.
+func (p *Processor) resetTxn() {
+	p.inTxn = false
+	p.failMu.Lock()
+	p.failErr = nil
+	p.failMu.Unlock()
+	p.failed.Store(false)
+	p.fwdNext = map[tp]int64{}
 }
 
 // kgoLogger sends franz-go's log lines to zerolog at debug level, warnings

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kdedup/kdedup/config"
@@ -17,25 +18,31 @@ import (
 // that a long restore's progress survives a crash.
 const restoreChunk = 10_000
 
-// restore brings a partition's state up to the committed offset to: the
-// first record the group consumer returned after the partition was
-// (re)assigned or its transaction aborted. Every record below it that is
-// visible under read_committed was decided and committed by a transaction
-// (of this instance or another), which wrote its state changes to the
-// changelog.
+// restore brings a partition's state up to to, the group's committed
+// offset: every record below it that is visible under read_committed was
+// decided and committed by a transaction (of this instance or another),
+// which wrote its state changes to the changelog.
 //
 // The state is caught up from the changelog first (restoreChangelog): from
 // the changelog offset the local stamp reflects, or from the start for a
 // partition this host never had. Where the changelog does not reach to (it
 // was created after the group's offsets) the rest is rebuilt by replaying
 // the input from the offset the state then reflects (restoreInput); under
-// at_least_once, which writes no changelog, the input replay is all: decisions depend only on the input and the state, so the
-// replay rebuilds exactly the state those transactions left.
+// at_least_once, which writes no changelog, the input replay is all:
+// decisions depend only on the input and the state, so the replay rebuilds
+// exactly the state those transactions left.
 //
-// A stamp above the committed offset means the group's offsets were moved
-// back (reset by an operator, or the group deleted): the keyspace holds
-// decisions the group no longer stands by, so it is dropped and rebuilt
-// from the partition's first record.
+// A stamp above the committed offset, or a changelog of transactions
+// beyond it while the group's coordinator agrees on it, means the group's
+// offsets were moved back (reset by an operator, or the group deleted):
+// the keyspace holds decisions the group no longer stands by, so it is
+// dropped and rebuilt from the input.
+//
+// A restore gives up with errRevoked when its partition is revoked, with
+// errRestoreStalled when it reads nothing for Options.RestoreStallTimeout,
+// and with errStaleTarget when to turns out stale (another member
+// committed beyond it). What it committed to Pebble stays, stamped with
+// the offsets it reflects, so that the next restore resumes there.
 func (p *Processor) restore(ctx context.Context, st *partState, to int64) error {
 	stamp := st.part.Stamp()
 	log := p.log.With().Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Logger()
@@ -55,15 +62,15 @@ func (p *Processor) restore(ctx context.Context, st *partState, to int64) error 
 		// No changelog under at_least_once (Processor.changelog).
 		return p.restoreInput(ctx, st, to, log)
 	}
-	reached, err := p.restoreChangelog(ctx, st, to, log)
+	out, err := p.restoreChangelog(ctx, st, to, log)
 	if err != nil {
 		return err
 	}
-	if reached {
+	switch out {
+	case changelogReached:
 		return nil
-	}
-	if st.part.Stamp().Input > to {
-		log.Warn().Int64("changelog", st.part.Stamp().Input).Int64("committed", to).Msg("the changelog is ahead of the group's committed offset (offsets reset?): dropping the state and rebuilding from the input")
+	case changelogMovedBack:
+		log.Warn().Int64("committed", to).Msg("the changelog holds transactions beyond the group's committed offset (offsets reset?): dropping the state and rebuilding from the input")
 		if err := p.dropState(st); err != nil {
 			return err
 		}
@@ -85,9 +92,23 @@ func (p *Processor) dropState(st *partState) error {
 	return nil
 }
 
+// changelogOutcome is how a changelog restore ended.
+type changelogOutcome int
+
+const (
+	// changelogReached: the state reflects exactly the committed input.
+	changelogReached changelogOutcome = iota
+	// changelogShort: the changelog ends before the committed input; the
+	// rest is replayed from the input.
+	changelogShort
+	// changelogMovedBack: the changelog holds transactions beyond the
+	// committed offset, and the group's coordinator confirms that offset:
+	// the offsets were moved back, the state must be rebuilt.
+	changelogMovedBack
+)
+
 // restoreChangelog applies st's changelog records from the stamp's
-// changelog offset on, and reports whether a marker of input offset to was
-// reached: the state then reflects exactly the committed input.
+// changelog offset on, until a marker of input offset to.
 //
 // To know when it has read everything committed, it first writes a
 // sentinel record to the changelog partition and reads until it meets it
@@ -95,7 +116,19 @@ func (p *Processor) dropState(st *partState) error {
 // before it has ended). Changes are committed to Pebble in chunks, with the
 // changelog offset, so that a restore that is interrupted resumes where it
 // stopped.
-func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int64, log zerolog.Logger) (bool, error) {
+//
+// A transaction's changes are applied once its marker shows it committed
+// at or below to. Compaction keeps one marker per partition, so a restore
+// from the start of a compacted changelog reads every live key before
+// that one marker: changes pending past restoreChunk are written to Pebble
+// ahead of their marker, to bound memory. If a marker beyond to then
+// follows, the restore stops with its position just after the last marker
+// applied (never past a change it left out), and either to was stale
+// (errStaleTarget: another member committed beyond it, so every later
+// target is beyond those changes too, and replaying from the position
+// overwrites them in order) or the offsets were moved back
+// (changelogMovedBack: the caller drops the whole state).
+func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int64, log zerolog.Logger) (changelogOutcome, error) {
 	cp := st.tp.partition % p.clParts
 	stamp := st.part.Stamp()
 	start := time.Now()
@@ -107,13 +140,19 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 	)...)
 	if err != nil {
-		return false, fmt.Errorf("creating changelog restore client: %w", err)
+		return 0, fmt.Errorf("creating changelog restore client: %w", err)
 	}
 	defer cl.Close()
 	id := fmt.Appendf(nil, "%s/%s/%d/%d", p.txnID, st.tp.topic, st.tp.partition, start.UnixNano())
 	sentinel := &kgo.Record{Topic: p.opts.ChangelogTopic, Partition: cp, Key: state.SentinelKey(id)}
-	if err := cl.ProduceSync(ctx, sentinel).FirstErr(); err != nil {
-		return false, fmt.Errorf("writing a sentinel to changelog %s/%d: %w", p.opts.ChangelogTopic, cp, err)
+	sctx, cancel := context.WithTimeout(ctx, p.opts.RestoreStallTimeout)
+	err = cl.ProduceSync(sctx, sentinel).FirstErr()
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %w", errRestoreStalled, err)
+		}
+		return 0, fmt.Errorf("writing a sentinel to changelog %s/%d: %w", p.opts.ChangelogTopic, cp, err)
 	}
 	end := sentinel.Offset
 	log.Info().Str("changelog", p.opts.ChangelogTopic).Int32("changelog_partition", cp).Int64("from", stamp.Changelog).Int64("to", end).
@@ -123,9 +162,9 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 	// counted once at the end.
 	batch := st.part.NewBlindBatch()
 	input, inChunk := stamp.Input, 0
-	var applied, read int64
+	markerEnd := stamp.Changelog // the offset after the last marker applied
+	var applied, read, skipped int64
 	first := int64(-1)
-	last := time.Now()
 	var pending []state.Change // changes since the partition's last marker
 	apply := func() error {
 		for _, c := range pending {
@@ -162,25 +201,28 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 		p.restored(st, log, "changelog", applied, start)
 		return nil
 	}
+	w := p.newRestoreWatch(st, log)
 	for {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return false, ctx.Err()
+		fetches, err := w.poll(ctx, cl)
+		if err != nil {
+			// What is applied stays, stamped up to the last marker:
+			// the next restore resumes there.
+			if cerr := commit(markerEnd); cerr != nil {
+				return 0, errors.Join(err, cerr)
+			}
+			return 0, err
 		}
-		if fetches.IsClientClosed() {
-			return false, errors.New("changelog restore client closed")
-		}
-		fetches.EachError(func(t string, n int32, err error) {
-			log.Warn().Err(err).Msg("changelog restore fetch error")
-		})
 		for _, r := range fetches.Records() {
 			if first < 0 {
 				first = r.Offset
 			}
 			read++
-			c, err := state.ParseChange(r.Key, r.Value)
+			c, err := state.ParseChangeKey(r.Key)
 			if err != nil {
-				return false, fmt.Errorf("changelog %s/%d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+				// Not a record kdedup wrote (or a kind a newer kdedup
+				// writes): no partition's state depends on it.
+				skipped++
+				continue
 			}
 			if c.Kind == state.ChangeSentinel {
 				if r.Offset < end {
@@ -189,13 +231,23 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 				// Everything committed before the sentinel is read; changes
 				// after the last marker belong to no committed transaction.
 				pending = pending[:0]
-				if err := finish(r.Offset + 1); err != nil {
-					return false, err
+				if skipped > 0 {
+					log.Warn().Int64("records", skipped).Msg("changelog records kdedup cannot read were skipped")
 				}
-				return st.part.Stamp().Input == to, nil
+				if err := finish(r.Offset + 1); err != nil {
+					return 0, err
+				}
+				if st.part.Stamp().Input == to {
+					return changelogReached, nil
+				}
+				return changelogShort, nil
 			}
 			if c.Topic != st.tp.topic || c.Partition != st.tp.partition {
 				continue
+			}
+			if err := c.DecodeValue(r.Value); err != nil {
+				// The partition's own record: it cannot be left out.
+				return 0, fmt.Errorf("changelog %s/%d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
 			}
 			applied++
 			if c.Kind != state.ChangeMarker {
@@ -203,53 +255,132 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 				// at or below to.
 				pending = append(pending, c)
 				if len(pending) >= restoreChunk {
-					// Compaction removed the markers of old transactions
-					// (a restore from the start reads one marker per
-					// partition): what precedes a later marker is applied
-					// as read, and committed in chunks with the changelog
-					// offset, the input offset staying at the last marker.
+					// Ahead of its marker, to bound memory (see above); the
+					// input offset stays at the last marker.
 					if err := apply(); err != nil {
-						return false, err
+						return 0, err
 					}
 					if err := commit(r.Offset + 1); err != nil {
-						return false, err
+						return 0, err
 					}
 				}
 				continue
 			}
 			if c.Input > to {
-				// A transaction beyond the committed offset: under
-				// at_least_once its changes reached the changelog before a
-				// crash stopped the offset commit. Its records will be
-				// decided again: leave its changes out.
+				// A transaction beyond the committed offset: leave its
+				// changes out, and stop just after the last marker applied.
 				pending = pending[:0]
-				if err := finish(r.Offset); err != nil {
-					return false, err
+				if err := commit(markerEnd); err != nil {
+					return 0, err
 				}
-				return false, nil
+				return p.beyondTarget(ctx, cl, st, to, c.Input, log)
 			}
 			if err := apply(); err != nil {
-				return false, err
+				return 0, err
 			}
 			input = c.Input
+			markerEnd = r.Offset + 1
 			batch.SetEventTime(max(batch.EventTime(), c.EventTime))
 			if input == to {
 				// The state reflects the committed input.
 				if err := finish(r.Offset + 1); err != nil {
-					return false, err
+					return 0, err
 				}
-				return true, nil
+				return changelogReached, nil
 			}
 			if inChunk >= restoreChunk {
 				if err := commit(r.Offset + 1); err != nil {
-					return false, err
+					return 0, err
 				}
 			}
 		}
-		if time.Since(last) > time.Second && first >= 0 {
-			last = time.Now()
-			p.progress(st, log, read, end-first, start)
+		w.report(read, end-first, first >= 0)
+	}
+}
+
+// beyondTarget decides what a marker of input offset beyond, past the
+// committed offset to, means: the group's coordinator is asked for the
+// partition's committed offset. Beyond to there, to was stale: another
+// member committed past it and owns the partition, or will
+// (errStaleTarget, the session rejoins). At to, or none: the offsets were
+// moved back (changelogMovedBack).
+func (p *Processor) beyondTarget(ctx context.Context, cl *kgo.Client, st *partState, to, beyond int64, log zerolog.Logger) (changelogOutcome, error) {
+	if p.revokedPending(st.tp) {
+		return 0, errRevoked
+	}
+	fctx, cancel := context.WithTimeout(ctx, p.opts.RestoreStallTimeout)
+	offs, err := kadm.NewClient(cl).FetchOffsets(fctx, p.opts.Group)
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("fetching the committed offsets of group %s: %w", p.opts.Group, err)
+	}
+	now := int64(-1)
+	if o, ok := offs.Lookup(st.tp.topic, st.tp.partition); ok {
+		if o.Err != nil {
+			return 0, fmt.Errorf("fetching the committed offset of %s/%d: %w", st.tp.topic, st.tp.partition, o.Err)
 		}
+		now = o.At
+	}
+	if now > to {
+		log.Warn().Int64("committed", to).Int64("changelog", beyond).Int64("group", now).Msg("restore target is stale: another member committed beyond it")
+		return 0, fmt.Errorf("%w: %s/%d restored towards offset %d, but the group committed %d", errStaleTarget, st.tp.topic, st.tp.partition, to, now)
+	}
+	return changelogMovedBack, nil
+}
+
+// restoreWatch bounds a restore: it polls in short steps so that a
+// revocation of the partition is noticed at once, gives up after
+// RestoreStallTimeout without a record, and reports progress every second.
+type restoreWatch struct {
+	p        *Processor
+	st       *partState
+	log      zerolog.Logger
+	start    time.Time
+	progress time.Time // the last record read
+	reported time.Time
+}
+
+func (p *Processor) newRestoreWatch(st *partState, log zerolog.Logger) *restoreWatch {
+	now := time.Now()
+	return &restoreWatch{p: p, st: st, log: log, start: now, progress: now, reported: now}
+}
+
+// poll returns the restore client's next fetches, or why the restore must
+// stop.
+func (w *restoreWatch) poll(ctx context.Context, cl *kgo.Client) (kgo.Fetches, error) {
+	for {
+		if w.p.revokedPending(w.st.tp) {
+			return nil, errRevoked
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fetches := cl.PollFetches(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if fetches.IsClientClosed() {
+			return nil, errors.New("restore client closed")
+		}
+		fetches.EachError(func(t string, n int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				w.log.Warn().Err(err).Str("restoring_from", t).Msg("restore fetch error")
+			}
+		})
+		if fetches.NumRecords() > 0 {
+			w.progress = time.Now()
+			return fetches, nil
+		}
+		if idle := time.Since(w.progress); idle > w.p.opts.RestoreStallTimeout {
+			return nil, fmt.Errorf("%w: nothing read for %v (a hanging transaction, or an offline partition?)", errRestoreStalled, idle.Round(time.Second))
+		}
+	}
+}
+
+// report reports progress (done of total) once a second.
+func (w *restoreWatch) report(done, total int64, started bool) {
+	if started && time.Since(w.reported) > time.Second {
+		w.reported = time.Now()
+		w.p.progress(w.st, w.log, done, total, w.start)
 	}
 }
 
@@ -299,18 +430,13 @@ func (p *Processor) restoreInput(ctx context.Context, st *partState, to int64, l
 
 	batch := st.part.NewBatch()
 	var replayed, inChunk int64
-	last := time.Now()
+	w := p.newRestoreWatch(st, log)
 	for {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return ctx.Err()
+		fetches, err := w.poll(ctx, cl)
+		if err != nil {
+			batch.Discard()
+			return err
 		}
-		if fetches.IsClientClosed() {
-			return errors.New("restore client closed")
-		}
-		fetches.EachError(func(t string, n int32, err error) {
-			log.Warn().Err(err).Msg("restore fetch error")
-		})
 		for _, r := range fetches.Records() {
 			if r.Offset >= to {
 				if err := batch.Commit(to, st.part.Stamp().Changelog); err != nil {
@@ -332,9 +458,6 @@ func (p *Processor) restoreInput(ctx context.Context, st *partState, to int64, l
 				inChunk = 0
 			}
 		}
-		if time.Since(last) > time.Second {
-			last = time.Now()
-			p.progress(st, log, replayed, total, start)
-		}
+		w.report(replayed, total, true)
 	}
 }

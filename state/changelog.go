@@ -2,6 +2,7 @@ package state
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 
@@ -90,56 +91,95 @@ func MarkerChange(topic string, partition int32, input, eventTime int64) (key, v
 // SentinelKey returns the changelog key of a sentinel with id.
 func SentinelKey(id []byte) []byte { return append([]byte{changeSentinel}, id...) }
 
-// ParseChange decodes a changelog record. A key or value that does not
+// ErrVersion is returned, along with ErrCorrupt, for a changelog record or
+// stored value written in a format version this build does not read: a
+// newer kdedup wrote it. The error names the version.
+var ErrVersion = errors.New("state: unknown format version")
+
+// ParseChangeKey decodes the key of a changelog record only: its kind, the
+// input topic and partition whose state it changes (entry, marker), the
+// hash (entry) or the id (sentinel). A restore reads the key first and
+// skips records of other partitions without decoding their values, so
+// that a record it cannot read (another format version, another writer)
+// stops only the restores of its own partition. A key that does not
 // decode is ErrCorrupt.
-func ParseChange(key, value []byte) (Change, error) {
+func ParseChangeKey(key []byte) (Change, error) {
 	var c Change
 	if len(key) == 0 {
 		return c, fmt.Errorf("%w: empty changelog key", ErrCorrupt)
 	}
-	if key[0] == changeSentinel {
+	switch key[0] {
+	case changeSentinel:
 		c.Kind, c.Sentinel = ChangeSentinel, key[1:]
 		return c, nil
+	case changeEntry:
+		c.Kind = ChangeEntry
+	case changeMarker:
+		c.Kind = ChangeMarker
+	default:
+		return c, fmt.Errorf("%w: changelog key kind %#x", ErrCorrupt, key[0])
 	}
 	d := decoder{b: key[1:]}
 	n := d.uvarint()
 	if n > uint64(len(d.b)) {
-		return c, fmt.Errorf("%w: changelog key of %d bytes", ErrCorrupt, len(key))
+		return Change{}, fmt.Errorf("%w: changelog key of %d bytes", ErrCorrupt, len(key))
 	}
 	c.Topic = string(d.bytes(int(n)))
 	p := d.varint()
 	if d.err || p < math.MinInt32 || p > math.MaxInt32 {
-		return c, fmt.Errorf("%w: changelog key of %d bytes", ErrCorrupt, len(key))
+		return Change{}, fmt.Errorf("%w: changelog key of %d bytes", ErrCorrupt, len(key))
 	}
 	c.Partition = int32(p)
-	switch key[0] {
-	case changeEntry:
-		if len(d.b) != len(c.Hash) {
-			return c, fmt.Errorf("%w: changelog entry key of %d bytes", ErrCorrupt, len(key))
-		}
-		c.Kind = ChangeEntry
-		copy(c.Hash[:], d.b)
+	want := 0
+	if c.Kind == ChangeEntry {
+		want = len(c.Hash)
+	}
+	if len(d.b) != want {
+		return Change{}, fmt.Errorf("%w: changelog key of %d bytes", ErrCorrupt, len(key))
+	}
+	copy(c.Hash[:], d.b)
+	return c, nil
+}
+
+// ParseChange decodes a changelog record. A key or value that does not
+// decode is ErrCorrupt; a value of a format version this build does not
+// read is also ErrVersion.
+func ParseChange(key, value []byte) (Change, error) {
+	c, err := ParseChangeKey(key)
+	if err != nil {
+		return c, err
+	}
+	return c, c.decodeValue(value)
+}
+
+// DecodeValue completes a change whose key ParseChangeKey decoded with the
+// record's value.
+func (c *Change) DecodeValue(value []byte) error { return c.decodeValue(value) }
+
+func (c *Change) decodeValue(value []byte) error {
+	switch c.Kind {
+	case ChangeEntry:
 		if value == nil {
 			c.Deleted = true
-			return c, nil
+			return nil
 		}
 		e, err := decodeEntry(value, c.Topic, c.Partition)
 		if err != nil {
-			return c, err
+			return err
 		}
 		c.Entry = e
-		return c, nil
-	case changeMarker:
-		if len(d.b) != 0 || len(value) < 1 || value[0] != markerVersion {
-			return c, fmt.Errorf("%w: changelog marker", ErrCorrupt)
+	case ChangeMarker:
+		if len(value) < 1 {
+			return fmt.Errorf("%w: changelog marker without a value", ErrCorrupt)
 		}
-		c.Kind = ChangeMarker
+		if value[0] != markerVersion {
+			return fmt.Errorf("%w: %w: changelog marker version %d (this build reads version %d)", ErrCorrupt, ErrVersion, value[0], markerVersion)
+		}
 		vd := decoder{b: value[1:]}
 		c.Input, c.EventTime = vd.varint(), vd.varint()
 		if vd.err || len(vd.b) != 0 {
-			return c, fmt.Errorf("%w: changelog marker of %d bytes", ErrCorrupt, len(value))
+			return fmt.Errorf("%w: changelog marker of %d bytes", ErrCorrupt, len(value))
 		}
-		return c, nil
 	}
-	return c, fmt.Errorf("%w: changelog key kind %#x", ErrCorrupt, key[0])
+	return nil
 }

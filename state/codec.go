@@ -54,8 +54,11 @@ func appendEntry(b []byte, e *dedup.Entry, topic string, partition int32) []byte
 // keyspace's, used when the entry leaves them out.
 func decodeEntry(b []byte, topic string, partition int32) (dedup.Entry, error) {
 	var e dedup.Entry
-	if len(b) < 2 || b[0] != entryVersion {
-		return e, fmt.Errorf("%w: entry version", ErrCorrupt)
+	if len(b) < 2 {
+		return e, fmt.Errorf("%w: entry of %d bytes", ErrCorrupt, len(b))
+	}
+	if b[0] != entryVersion {
+		return e, fmt.Errorf("%w: %w: entry version %d (this build reads version %d)", ErrCorrupt, ErrVersion, b[0], entryVersion)
 	}
 	flags := b[1]
 	if flags&^(flagTopic|flagPartition) != 0 {

@@ -1,0 +1,323 @@
+package consumer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kdedup/kdedup/config"
+	"github.com/kdedup/kdedup/dedup"
+	"github.com/kdedup/kdedup/state"
+)
+
+// restoreFixture is a kfake cluster with push-events (one partition), its
+// output, the audit and the changelog topics, and a processor of group "g"
+// over a store of its own, for driving restores directly.
+type restoreFixture struct {
+	c     *kfake.Cluster
+	cl    *kgo.Client // produces to the changelog and the input
+	p     *Processor
+	store *state.Store
+	base  int64 // event time of the fixture's entries
+}
+
+func newRestoreFixture(t *testing.T, opts ...func(*Options)) *restoreFixture {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, hoInput, hoInput+".deduped", "dedup.audit", hoChangelog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	f := &restoreFixture{c: c, cl: cl, base: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()}
+	f.p, f.store = f.processor(t, t.TempDir(), opts...)
+	return f
+}
+
+// processor returns a processor of group "g" over a new store in dir.
+func (f *restoreFixture) processor(t *testing.T, dir string, opts ...func(*Options)) (*Processor, *state.Store) {
+	t.Helper()
+	rules, err := dedup.Compile(config.Stream{Name: "push", Input: hoInput, Output: hoInput + ".deduped", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := state.Open(dir, state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	o := Options{
+		Brokers: f.c.ListenAddrs(), Group: "g", InstanceID: "i", Guarantee: config.ExactlyOnce,
+		CommitInterval: 100 * time.Millisecond, AuditTopic: "dedup.audit", ChangelogTopic: hoChangelog,
+		Streams:    []Stream{{Rules: rules, Input: hoInput, Output: hoInput + ".deduped"}},
+		Partitions: map[string]int32{hoInput: 1, hoInput + ".deduped": 1, "dedup.audit": 1, hoChangelog: 1},
+		Store:      store, Log: zerolog.Nop(),
+	}
+	for _, fn := range opts {
+		fn(&o)
+	}
+	p, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.assigned[tp{hoInput, 0}] = true
+	return p, store
+}
+
+// hash returns the key hash the fixture stores for key i.
+func hash(i int) dedup.Hash {
+	var h dedup.Hash
+	binary.BigEndian.PutUint64(h[:], uint64(i)*0x9e3779b97f4a7c15+1)
+	binary.BigEndian.PutUint64(h[8:], uint64(i))
+	return h
+}
+
+// transaction writes, as one committed step of push-events/0, an entry for
+// each key in keys and the marker of input offset input.
+func (f *restoreFixture) transaction(t *testing.T, input int64, keys ...int) {
+	t.Helper()
+	var rs []*kgo.Record
+	for _, i := range keys {
+		e := dedup.Entry{FirstSeen: f.base, Expiry: f.base + 3_600_000, Topic: hoInput, Offset: int64(i)}
+		k, v := state.EntryChange(hoInput, 0, hash(i), &e)
+		rs = append(rs, &kgo.Record{Topic: hoChangelog, Key: k, Value: v})
+	}
+	k, v := state.MarkerChange(hoInput, 0, input, f.base)
+	rs = append(rs, &kgo.Record{Topic: hoChangelog, Key: k, Value: v})
+	f.produce(t, rs...)
+}
+
+func (f *restoreFixture) produce(t *testing.T, rs ...*kgo.Record) {
+	t.Helper()
+	if err := f.cl.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// inputs writes n records without an idempotency key to push-events/0:
+// decided missing_key, they change no state.
+func (f *restoreFixture) inputs(t *testing.T, n int) {
+	t.Helper()
+	var rs []*kgo.Record
+	for i := 0; i < n; i++ {
+		rs = append(rs, &kgo.Record{Topic: hoInput, Value: []byte("{}"), Timestamp: time.UnixMilli(f.base)})
+	}
+	f.produce(t, rs...)
+}
+
+// commitGroup commits offset for push-events/0 in group g, as another
+// member would.
+func (f *restoreFixture) commitGroup(t *testing.T, offset int64) {
+	t.Helper()
+	var os kadm.Offsets
+	os.AddOffset(hoInput, 0, offset, -1)
+	resp, err := kadm.NewClient(f.cl).CommitOffsets(context.Background(), "g", os)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// has reports whether key i is stored in st's state.
+func has(t *testing.T, st *partState, i int) bool {
+	t.Helper()
+	_, ok, err := st.part.Get(hash(i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// TestRestoreStaleTarget: a restore whose target went stale (another member
+// committed beyond it) must not save a changelog position past changes it
+// left out. Before the fix, restore(to=11) met transaction 2's marker
+// (input 20), dropped transaction 2's entries and saved that marker's own
+// offset: restore(to=20) then started after them, and their keys were
+// missing (they would have decided first_seen again).
+func TestRestoreStaleTarget(t *testing.T) {
+	f := newRestoreFixture(t)
+	f.inputs(t, 25)
+	f.transaction(t, 10, 1, 2, 3)
+	f.transaction(t, 20, 4, 5, 6)
+	st, err := f.p.partition(tp{hoInput, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := f.p.restore(ctx, st, 10); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.part.Stamp().Input; got != 10 {
+		t.Fatalf("stamp after the first restore: input %d, want 10", got)
+	}
+	// Another member took the partition and committed transaction 2.
+	f.commitGroup(t, 20)
+	err = f.p.restore(ctx, st, 11)
+	if !errors.Is(err, errStaleTarget) {
+		t.Fatalf("restore to a stale target: %v, want errStaleTarget", err)
+	}
+	if got := st.part.Stamp().Input; got != 10 {
+		t.Fatalf("stamp after the stale restore: input %d, want 10", got)
+	}
+	if err := f.p.restore(ctx, st, 20); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 6; i++ {
+		if !has(t, st, i) {
+			t.Errorf("key %d missing after restoring to 20", i)
+		}
+	}
+	if got := st.part.Stamp().Input; got != 20 {
+		t.Fatalf("stamp: input %d, want 20", got)
+	}
+}
+
+// TestRestoreOffsetsMovedBack: the changelog holds a transaction beyond the
+// committed offset and the group agrees on that offset (an operator moved
+// it back). More than restoreChunk changes of that transaction precede its
+// marker, so some were written to Pebble before the marker was read: the
+// state must be dropped and rebuilt from the input, keeping none of them.
+func TestRestoreOffsetsMovedBack(t *testing.T) {
+	f := newRestoreFixture(t)
+	f.inputs(t, 25)
+	f.transaction(t, 10, 1, 2, 3)
+	many := make([]int, restoreChunk+5)
+	for i := range many {
+		many[i] = 100 + i
+	}
+	f.transaction(t, 20, many...)
+	f.commitGroup(t, 10)
+	st, err := f.p.partition(tp{hoInput, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.p.restore(context.Background(), st, 10); err != nil {
+		t.Fatal(err)
+	}
+	// Now a fresh host restores to 12, the offset the operator set.
+	f.commitGroup(t, 12)
+	p2, _ := f.processor(t, t.TempDir())
+	st2, err := p2.partition(tp{hoInput, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.restore(context.Background(), st2, 12); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{100, 100 + restoreChunk} {
+		if has(t, st2, i) {
+			t.Errorf("key %d of a transaction the group no longer stands by is in the state", i)
+		}
+	}
+	if got := st2.part.Stamp().Input; got != 12 {
+		t.Fatalf("stamp: input %d, want 12", got)
+	}
+}
+
+// TestRestoreSkipsForeignRecords: records of other partitions, and records
+// that are not kdedup's at all, never stop a restore; a record of the
+// partition itself in an unknown format version does, with an error that
+// names the version.
+func TestRestoreSkipsForeignRecords(t *testing.T) {
+	f := newRestoreFixture(t)
+	f.produce(t,
+		&kgo.Record{Topic: hoChangelog, Key: []byte("not kdedup's"), Value: []byte("x")},
+		&kgo.Record{Topic: hoChangelog, Key: []byte{}, Value: []byte("x")},
+	)
+	// Another partition's marker in a future version.
+	k, _ := state.MarkerChange(hoInput, 7, 5, f.base)
+	f.produce(t, &kgo.Record{Topic: hoChangelog, Key: k, Value: []byte{9, 1, 1}})
+	f.transaction(t, 10, 1, 2)
+	st, err := f.p.partition(tp{hoInput, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.p.restore(context.Background(), st, 10); err != nil {
+		t.Fatalf("restore past foreign records: %v", err)
+	}
+	if !has(t, st, 1) || !has(t, st, 2) {
+		t.Fatal("keys missing")
+	}
+
+	// The partition's own marker in version 9.
+	k, _ = state.MarkerChange(hoInput, 0, 20, f.base)
+	f.produce(t, &kgo.Record{Topic: hoChangelog, Key: k, Value: []byte{9, 40, 1}})
+	err = f.p.restore(context.Background(), st, 20)
+	if !errors.Is(err, state.ErrVersion) || !strings.Contains(err.Error(), "version 9") {
+		t.Fatalf("restore through an unknown version: %v, want state.ErrVersion naming version 9", err)
+	}
+}
+
+// TestRestoreGivesUpOnRevoke: a restore notices at once that its partition
+// was revoked, and stops; what it applied stays stamped.
+func TestRestoreGivesUpOnRevoke(t *testing.T) {
+	f := newRestoreFixture(t)
+	f.inputs(t, 5)
+	st, err := f.p.partition(tp{hoInput, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing reaches offset 30: the restore would wait for input.
+	f.p.rebalanced(false, map[string][]int32{hoInput: {0}})
+	done := make(chan error, 1)
+	go func() { done <- f.p.restore(context.Background(), st, 30) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errRevoked) {
+			t.Fatalf("restore of a revoked partition: %v, want errRevoked", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a restore of a revoked partition went on")
+	}
+}
+
+// TestRestoreStalls: a restore that reads nothing (a transaction left open
+// on the changelog stops every read_committed reader at it) gives up after
+// RestoreStallTimeout rather than holding the loop and the partitions.
+func TestRestoreStalls(t *testing.T) {
+	f := newRestoreFixture(t, func(o *Options) { o.RestoreStallTimeout = 2 * time.Second })
+	f.transaction(t, 10, 1)
+	// A transaction that never ends, opened before the restore's sentinel.
+	txn, err := kgo.NewClient(kgo.SeedBrokers(f.c.ListenAddrs()...), kgo.TransactionalID("hanging"),
+		kgo.TransactionTimeout(time.Minute), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer txn.Close()
+	if err := txn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	k, v := state.MarkerChange(hoInput, 0, 11, f.base)
+	if err := txn.ProduceSync(context.Background(), &kgo.Record{Topic: hoChangelog, Key: k, Value: v}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.p.partition(tp{hoInput, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = f.p.restore(context.Background(), st, 11)
+	if !errors.Is(err, errRestoreStalled) {
+		t.Fatalf("restore behind a hanging transaction: %v, want errRestoreStalled", err)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("gave up after %v", took)
+	}
+	if rebuildReason(err) != RebuildRestoreStalled {
+		t.Fatalf("reason %q", rebuildReason(err))
+	}
+}

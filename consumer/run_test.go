@@ -1,0 +1,268 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kdedup/kdedup/config"
+	"github.com/kdedup/kdedup/dedup"
+	"github.com/kdedup/kdedup/state"
+)
+
+// countingObserver counts committed transactions and session rebuilds.
+type countingObserver struct {
+	nopObserver
+	committed atomic.Int64
+	first     chan struct{} // closed at the first commit
+	mu        sync.Mutex
+	rebuilt   map[string]int
+}
+
+func newCountingObserver() *countingObserver { return &countingObserver{first: make(chan struct{})} }
+
+func (o *countingObserver) Transaction(committed bool, _ time.Duration, _ int) {
+	if committed && o.committed.Add(1) == 1 {
+		close(o.first)
+	}
+}
+
+func (o *countingObserver) Rebuilt(reason string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.rebuilt == nil {
+		o.rebuilt = map[string]int{}
+	}
+	o.rebuilt[reason]++
+}
+
+func (o *countingObserver) rebuilds(reason string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.rebuilt[reason]
+}
+
+// runCluster is a kfake cluster with push-events, its output, the audit
+// and the changelog topics, parts partitions each.
+type runCluster struct {
+	c     *kfake.Cluster
+	parts int32
+	prod  *kgo.Client
+	seq   atomic.Int64 // idempotency keys handed out
+}
+
+func newRunCluster(t *testing.T, brokers int, parts int32) *runCluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(brokers), kfake.SeedTopics(parts, hoInput, hoInput+".deduped", "dedup.audit", hoChangelog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(hoInput))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	return &runCluster{c: c, parts: parts, prod: prod}
+}
+
+// produce writes n first-seen push events to partition.
+func (rc *runCluster) produce(ctx context.Context, partition int32, n int) error {
+	rs := make([]*kgo.Record, n)
+	for i := range rs {
+		k := fmt.Sprintf("k-%d", rc.seq.Add(1))
+		rs[i] = &kgo.Record{Partition: partition, Value: []byte(`{}`), Headers: []kgo.RecordHeader{{Key: "Idempotency-Key", Value: []byte(k)}}}
+	}
+	return rc.prod.ProduceSync(ctx, rs...).FirstErr()
+}
+
+// start runs a processor of group "g" as instance id over a store in dir
+// until the returned stop is called.
+func (rc *runCluster) start(t *testing.T, dir, id string, obs Observer, interval time.Duration, opts ...kgo.Opt) (stop func()) {
+	t.Helper()
+	rules, err := dedup.Compile(config.Stream{Name: "push", Input: hoInput, Output: hoInput + ".deduped", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := state.Open(dir, state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := rc.parts
+	p, err := New(Options{
+		Brokers: rc.c.ListenAddrs(), Group: "g", InstanceID: id, Guarantee: config.ExactlyOnce,
+		CommitInterval: interval, AuditTopic: "dedup.audit", ChangelogTopic: hoChangelog,
+		Streams:    []Stream{{Rules: rules, Input: hoInput, Output: hoInput + ".deduped"}},
+		Partitions: map[string]int32{hoInput: n, hoInput + ".deduped": n, "dedup.audit": n, hoChangelog: n},
+		Store:      store, Log: zerolog.Nop(), Observer: obs,
+		SessionTimeout: 10 * time.Second, TransactionTimeout: 5 * time.Second,
+		ClientOpts: opts,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := p.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+			store.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// waitOutputs reads the output topic under read_committed until it holds
+// want records, and fails on a key output twice or on ctx's end first.
+func (rc *runCluster) waitOutputs(ctx context.Context, t *testing.T, want int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(rc.c.ListenAddrs()...), kgo.ConsumeTopics(hoInput+".deduped"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	seen := map[string]bool{}
+	for len(seen) < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d records output: %v", len(seen), want, ctx.Err())
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			k := string(r.Headers[0].Value)
+			if seen[k] {
+				t.Errorf("key %s output twice", k)
+			}
+			seen[k] = true
+		})
+	}
+}
+
+// slowFetches delays every fetch that node answers by d: a leader in
+// another zone, or a busier broker.
+func slowFetches(c *kfake.Cluster, node int32, d time.Duration) {
+	c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if c.CurrentNode() == node {
+			c.SleepControl(func() { time.Sleep(d) })
+		}
+		return nil, nil, false
+	})
+}
+
+// TestRestoreAfterRewindOnSlowLeader: on three brokers, with the leader of
+// partition 0 answering fetches 60 ms after the others, and partition 0's
+// state behind the committed offset (another instance processed it, then
+// left), transactions must go on committing. Before the fix, partition 0's
+// records always arrived second, inside the transaction the faster
+// partitions began, and aborted it (to restore first) again and again:
+// no transaction committed, and /readyz said ready.
+func TestRestoreAfterRewindOnSlowLeader(t *testing.T) {
+	rc := newRunCluster(t, 3, 3)
+	for p := int32(0); p < 3; p++ {
+		if err := rc.c.MoveTopicPartition(hoInput, p, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for p := int32(0); p < 3; p++ {
+		if err := rc.produce(ctx, p, 200); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Instance a decides everything so far, then leaves.
+	stopA := rc.start(t, t.TempDir(), "a", nil, 100*time.Millisecond)
+	rc.waitOutputs(ctx, t, 600)
+	stopA()
+
+	if err := rc.produce(ctx, 0, 200); err != nil {
+		t.Fatal(err)
+	}
+	slowFetches(rc.c, rc.c.LeaderFor(hoInput, 0), 60*time.Millisecond)
+	// Every partition is fed continuously, so that no fetch waits long
+	// for data: partition 0's records arrive 60 ms after the others', as
+	// its leader is that much slower.
+	feed, stopFeed := context.WithCancel(ctx)
+	defer stopFeed()
+	var fed sync.WaitGroup
+	fed.Add(1)
+	fedN := 0
+	go func() {
+		defer fed.Done()
+		// A steady trickle, not a flood: a poll's records are decided
+		// well within the commit interval, so the transaction is still
+		// open when the slower leader's records arrive.
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-feed.Done():
+				return
+			case <-tick.C:
+			}
+			for p := int32(0); p < 3; p++ {
+				if err := rc.produce(feed, p, 5); err == nil {
+					fedN += 5
+				}
+			}
+		}
+	}()
+	// Instance b has no state: every partition is behind.
+	obs := newCountingObserver()
+	// A commit interval well above the leader's lag: the slower records
+	// always arrive while the transaction is open.
+	rc.start(t, t.TempDir(), "b", obs, 500*time.Millisecond, kgo.DisableFetchSessions())
+	select {
+	case <-obs.first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no transaction committed within 10s: a partition behind on a slower leader stalls every commit")
+	}
+	stopFeed()
+	fed.Wait()
+	rc.waitOutputs(ctx, t, 800+fedN)
+}
+
+// TestOffsetFetchErrorRejoins: franz-go drops a partition whose committed
+// offset cannot be fetched (a non-retryable OffsetFetch error) from the
+// assignment and reports it once as a fetch error. kdedup must not go on
+// without it until the next rebalance: it rejoins, and every record of
+// the partition is decided.
+func TestOffsetFetchErrorRejoins(t *testing.T) {
+	rc := newRunCluster(t, 1, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for p := int32(0); p < 2; p++ {
+		if err := rc.produce(ctx, p, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := rc.c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetFetch}, Group: "g", Topic: hoInput, Partitions: []int32{0}, Err: kerr.TopicAuthorizationFailed})
+	obs := newCountingObserver()
+	rc.start(t, t.TempDir(), "a", obs, 100*time.Millisecond)
+	rc.waitOutputs(ctx, t, 200)
+	if h.Hits() == 0 {
+		t.Fatal("the OffsetFetch fault never fired")
+	}
+	if n := obs.rebuilds(RebuildPartitionStalled); n == 0 {
+		t.Fatal("no rejoin after the partition stalled")
+	}
+}

@@ -1,0 +1,130 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kdedup/kdedup/config"
+	"github.com/kdedup/kdedup/dedup"
+	"github.com/kdedup/kdedup/producer"
+)
+
+// flushFailClient fails a record in flight while flushing, then the flush
+// itself: the outcome of the transaction is unknown.
+type flushFailClient struct{ lateClient }
+
+func (c *flushFailClient) Flush(ctx context.Context) error {
+	_ = c.lateClient.Flush(ctx)
+	return errors.New("flush: context deadline exceeded")
+}
+
+// TestEndFlushErrorResets: a flush that fails ends the session; what the
+// transaction met must not abort the next session's first transaction.
+func TestEndFlushErrorResets(t *testing.T) {
+	p := &Processor{log: zerolog.Nop(), obs: nopObserver{}, parts: map[tp]*partState{}, refusals: map[coord]error{}, fwdNext: map[tp]int64{}, assigned: map[tp]bool{},
+		opts: Options{TransactionTimeout: time.Second}}
+	c := &flushFailClient{lateClient{fail: "push-events.deduped"}}
+	p.inTxn = true
+	p.produce(context.Background(), c, coord{tp: tp{"push-events", 0}, offset: 7}, &kgo.Record{Topic: "push-events.deduped", Value: []byte("v")})
+	if err := p.end(context.Background(), c); err == nil {
+		t.Fatal("end after a failed flush returned nil")
+	}
+	if p.failed.Load() || p.failErr != nil || p.inTxn {
+		t.Fatalf("after the failed flush: failed=%v failErr=%v inTxn=%v, want all reset", p.failed.Load(), p.failErr, p.inTxn)
+	}
+}
+
+// TestForwardedRefusalsForgotten: the refusal of a record forwarded to a
+// repartition topic is forgotten once the transaction that audited it
+// instead commits, like a decided record's (a slow leak otherwise).
+func TestForwardedRefusalsForgotten(t *testing.T) {
+	rules, err := dedup.Compile(config.Stream{Name: "push", Input: "push-events", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Processor{log: zerolog.Nop(), obs: nopObserver{}, parts: map[tp]*partState{}, refusals: map[coord]error{}, fwdNext: map[tp]int64{}, assigned: map[tp]bool{},
+		opts: Options{AuditTopic: "dedup.audit", TransactionTimeout: time.Second, Limits: map[string]producer.Limits{}}}
+	s := &streamRun{Stream: Stream{Rules: rules, Input: "push-events", Repartition: "g.push.repartition"}, eng: dedup.NewEngine(rules), repParts: 3, auditParts: 3}
+	var got []*kgo.Record
+	c := &recordingClient{got: &got}
+	// The repartition topic refused offset 5 in an earlier try.
+	p.refusals[coord{tp: tp{"push-events", 1}, offset: 5}] = kerr.MessageTooLarge
+	p.inTxn = true
+	for off := int64(5); off <= 6; off++ {
+		p.forward(context.Background(), c, s, &kgo.Record{Topic: "push-events", Partition: 1, Offset: off, Timestamp: time.Now(), Value: []byte("{}"),
+			Headers: []kgo.RecordHeader{{Key: "Idempotency-Key", Value: []byte("k")}}})
+	}
+	if len(got) != 2 || got[0].Topic != "dedup.audit" || got[1].Topic != "g.push.repartition" {
+		t.Fatalf("produced %v", got)
+	}
+	if err := p.end(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.refusals) != 0 {
+		t.Fatalf("refusals kept after the commit: %v", p.refusals)
+	}
+}
+
+// TestCommittedOffsetWithoutCommit pins what behind relies on: franz-go
+// reports offset 0 as the committed offset of a partition the group never
+// committed, once a record of it was polled, and nothing before.
+func TestCommittedOffsetWithoutCommit(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Records from offset 3 on: the first record's offset is not 0.
+	for i := 0; i < 5; i++ {
+		if err := prod.ProduceSync(ctx, &kgo.Record{Value: []byte("v")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adm, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	if err := c.DeleteRecords("t", 0, 3); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("t"),
+		kgo.TransactionalID("g-i"), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	tc := txnClient{sess}
+	p := &Processor{}
+	if o, ok := p.committed(tc, tp{"t", 0}); ok {
+		t.Fatalf("committed offset %d known before any poll", o)
+	}
+	var first int64 = -1
+	for first < 0 && ctx.Err() == nil {
+		sess.PollRecords(ctx, 10).EachRecord(func(r *kgo.Record) {
+			if first < 0 {
+				first = r.Offset
+			}
+		})
+	}
+	if first != 3 {
+		t.Fatalf("first record at %d, want 3", first)
+	}
+	if o, ok := p.committed(tc, tp{"t", 0}); !ok || o != 0 {
+		t.Fatalf("committed offset of a partition never committed: %d (known %v), want 0", o, ok)
+	}
+}
