@@ -20,6 +20,13 @@ import (
 // DefaultPort is where the embedded broker listens.
 const DefaultPort = 9092
 
+// neverMs is the compaction timer's interval: a century, in effect never
+// (a larger value would overflow the timer's nanoseconds).
+const neverMs = "3153600000000"
+
+// ErrOpenTransactions is returned by Compact when a transaction is open.
+var ErrOpenTransactions = errors.New("embedded: transactions are open; not compacting")
+
 // Broker is a running embedded broker.
 type Broker struct {
 	c *kfake.Cluster
@@ -32,6 +39,13 @@ type Broker struct {
 //
 // Writes go to the operating system without fsync, as Kafka's default does:
 // a killed process loses nothing, a machine crash may lose the last writes.
+//
+// The broker never compacts on its own timer: kfake, unlike Apache Kafka,
+// compacts past open transactions (Kafka's cleaner stops at the last
+// stable offset), so a record of a transaction still open could remove
+// the committed record of the same key, and if that transaction then
+// aborts, the key is gone from kdedup's changelog. Compact compacts only
+// when no transaction is open; kdedup calls it at start and at stop.
 func Start(dir string, port int, partitions int, log zerolog.Logger) (*Broker, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("embedded broker data dir: %w", err)
@@ -43,11 +57,36 @@ func Start(dir string, port int, partitions int, log zerolog.Logger) (*Broker, e
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(partitions),
 		kfake.WithLogger(logger{log}),
+		kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": neverMs}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("starting embedded broker on 127.0.0.1:%d: %w", port, err)
 	}
 	return &Broker{c: c}, nil
+}
+
+// Compact compacts every compacted topic (kdedup's changelog) if no
+// transaction is open on the broker, and returns ErrOpenTransactions,
+// compacting nothing, otherwise. Call it when kdedup has no transaction
+// open: at start, once EndCrashedTransactions closed what a kill left
+// open, and at stop, after the processor fenced its transactional id; a
+// transaction begun by another client between the check and the
+// compaction is not guarded against.
+func (b *Broker) Compact(ctx context.Context) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs()...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	open, err := kadm.NewClient(cl).ListTransactions(ctx, nil, []string{"Ongoing", "PrepareCommit", "PrepareAbort"})
+	if err != nil {
+		return fmt.Errorf("listing open transactions before compacting: %w", err)
+	}
+	if len(open) > 0 {
+		return fmt.Errorf("%w: %v", ErrOpenTransactions, open.TransactionalIDs())
+	}
+	b.c.Compact()
+	return nil
 }
 
 // Addrs returns the broker's listen addresses.
