@@ -267,13 +267,6 @@ func (in *instance) dump() string {
 	return in.logFile
 }
 
-// rebuilds counts the client sessions every instance of the whole run
-// rebuilt. Tests count their own instances' (instance.rebuilds); this sum
-// is kept for TestBrokerBounce, which reads it.
-var rebuilds struct {
-	sync.Mutex
-	n int
-}
 
 // logTail keeps the last lines of a process's log for failure reports.
 type logTail struct {
@@ -363,9 +356,6 @@ func start0(t testing.TB, cfg string, env ...string) *instance {
 			}
 			if strings.Contains(line, `"message":"rebuilding the client session"`) {
 				in.rebuilds.add()
-				rebuilds.Lock()
-				rebuilds.n++
-				rebuilds.Unlock()
 			}
 			if strings.Contains(line, `"message":"processing"`) {
 				once.Do(func() { close(processing) })
