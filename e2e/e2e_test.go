@@ -267,7 +267,6 @@ func (in *instance) dump() string {
 	return in.logFile
 }
 
-
 // logTail keeps the last lines of a process's log for failure reports.
 type logTail struct {
 	mu    sync.Mutex
