@@ -38,7 +38,7 @@ test: fmt-check vet
 	$(GO) test -count=1 ./...
 	@if [ "$$($(GO) env CGO_ENABLED)" != 1 ] || ! command -v "$$($(GO) env CC)" >/dev/null; then \
 		echo "make test: go test -race needs cgo and a C compiler (CGO_ENABLED=$$($(GO) env CGO_ENABLED), CC=$$($(GO) env CC)): install gcc, or set CC and CGO_ENABLED=1"; exit 1; fi
-	$(GO) test -race -count=1 ./admin ./cmd/kdedup ./consumer ./producer
+	$(GO) test -race -count=1 ./admin ./cmd/kdedup ./consumer ./embedded ./producer
 	$(GO) test -race -count=1 -short ./state -events=10000
 
 # A real Apache Kafka broker (KRaft, one node) on 127.0.0.1:$(KAFKA_PORT),
