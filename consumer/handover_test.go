@@ -77,6 +77,21 @@ func (o *readyObserver) Restored(string, int32, int64, int64) {
 	o.readyDuring = append(o.readyDuring, o.p.Ready())
 }
 
+// pushStore returns the rules of the push stream the consumer tests run
+// (an Idempotency-Key header, a one-hour window) and a store in dir.
+func pushStore(tb testing.TB, dir string) (*dedup.Rules, *state.Store) {
+	tb.Helper()
+	rules, err := dedup.Compile(config.Stream{Name: "push", Input: hoInput, Output: hoInput + ".deduped", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	store, err := state.Open(dir, state.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rules, store
+}
+
 // restoreInto restores push-events/0 from the fixture's changelog into a
 // fresh store in dir and returns the keys restored.
 func (f *handoverFixture) restoreInto(tb testing.TB, dir string) int64 {
@@ -89,14 +104,7 @@ func (f *handoverFixture) restoreInto(tb testing.TB, dir string) int64 {
 // the restore reported progress, and after it.
 func (f *handoverFixture) restoreObserved(tb testing.TB, dir string) (int64, *readyObserver) {
 	tb.Helper()
-	rules, err := dedup.Compile(config.Stream{Name: "push", Input: hoInput, Output: hoInput + ".deduped", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	store, err := state.Open(dir, state.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	rules, store := pushStore(tb, dir)
 	defer store.Close()
 	p, err := New(Options{
 		Brokers: f.c.ListenAddrs(), Group: "g", InstanceID: "i", Guarantee: config.ExactlyOnce,

@@ -802,8 +802,11 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 			continue
 		}
 		st := p.parts[tp{r.Topic, r.Partition}]
-		if st == nil || st.check || !p.assigned[st.tp] {
-			continue // revoked meanwhile: the transaction aborts
+		if st == nil || st.check {
+			// Revoked meanwhile (the transaction aborts), or not verified
+			// against the committed offset (not assigned: a revocation
+			// is pending).
+			continue
 		}
 		if err := p.decide(ctx, c, st, r); err != nil {
 			p.fail(err)

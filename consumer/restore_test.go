@@ -49,14 +49,7 @@ func newRestoreFixture(t *testing.T, opts ...func(*Options)) *restoreFixture {
 // processor returns a processor of group "g" over a new store in dir.
 func (f *restoreFixture) processor(t *testing.T, dir string, opts ...func(*Options)) (*Processor, *state.Store) {
 	t.Helper()
-	rules, err := dedup.Compile(config.Stream{Name: "push", Input: hoInput, Output: hoInput + ".deduped", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := state.Open(dir, state.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules, store := pushStore(t, dir)
 	t.Cleanup(func() { store.Close() })
 	o := Options{
 		Brokers: f.c.ListenAddrs(), Group: "g", InstanceID: "i", Guarantee: config.ExactlyOnce,

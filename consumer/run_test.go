@@ -15,8 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kdedup/kdedup/config"
-	"github.com/kdedup/kdedup/dedup"
-	"github.com/kdedup/kdedup/state"
 )
 
 // countingObserver counts committed transactions and session rebuilds.
@@ -89,14 +87,7 @@ func (rc *runCluster) produce(ctx context.Context, partition int32, n int) error
 // until the returned stop is called.
 func (rc *runCluster) start(t *testing.T, dir, id string, obs Observer, interval time.Duration, opts ...kgo.Opt) (stop func()) {
 	t.Helper()
-	rules, err := dedup.Compile(config.Stream{Name: "push", Input: hoInput, Output: hoInput + ".deduped", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := state.Open(dir, state.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules, store := pushStore(t, dir)
 	n := rc.parts
 	p, err := New(Options{
 		Brokers: rc.c.ListenAddrs(), Group: "g", InstanceID: id, Guarantee: config.ExactlyOnce,
