@@ -92,16 +92,37 @@ func rebuildReason(err error) string {
 	return RebuildUnknownOutcome
 }
 
-// stalls reports whether a fetch error leaves its partition unconsumed: a
-// non-retryable broker error. franz-go retries retryable errors itself and
-// goes on after data loss, which it reports as *kgo.ErrDataLoss.
-func stalls(err error) bool {
+// stallRejoinEvery bounds how often one partition's fetch errors make the
+// session rejoin: once is what a dropped partition needs; a broker that
+// keeps failing must not turn into a rejoin loop that aborts every
+// transaction.
+const stallRejoinEvery = 5 * time.Minute
+
+// stalled reports whether the fetch error err of key means the client
+// stopped consuming key, so that the session must rejoin: a non-retryable
+// broker error (franz-go retries retryable ones itself, and goes on after
+// data loss, which it reports as *kgo.ErrDataLoss) on an assigned
+// partition the client keeps no offsets for. franz-go keeps a partition
+// whose fetches fail and retries them; one whose committed offset it
+// could not fetch it drops from the assignment and reports once, as here.
+// At most once per stallRejoinEvery for a partition.
+func (p *Processor) stalled(c client, key tp, err error) bool {
 	var loss *kgo.ErrDataLoss
 	if errors.As(err, &loss) || errors.Is(err, kgo.ErrClientClosed) {
 		return false
 	}
 	var ke *kerr.Error
-	return errors.As(err, &ke) && !ke.Retriable
+	if !errors.As(err, &ke) || ke.Retriable {
+		return false
+	}
+	if c.Committed(key.topic, key.partition) >= 0 {
+		return false // consumed: the client retries
+	}
+	if last, ok := p.stallRejoins[key]; ok && time.Since(last) < stallRejoinEvery {
+		return false
+	}
+	p.stallRejoins[key] = time.Now()
+	return true
 }
 
 type nopObserver struct{}
@@ -195,6 +216,12 @@ type Processor struct {
 	// last applyRebalances: records of others are never decided, and a
 	// partition revoked while earlier ones restore is skipped.
 	assigned map[tp]bool
+	// cl is the running session's client (nil between sessions), for
+	// restores to notice a revocation (gone).
+	cl client
+	// stallRejoins is when each partition last made the session rejoin
+	// after a fetch error (stalled), across sessions.
+	stallRejoins map[tp]time.Time
 
 	events   sync.Mutex // guards pending
 	pending  []rebalanceEvent
@@ -288,21 +315,25 @@ func New(opts Options) (*Processor, error) {
 	if opts.TransactionTimeout >= opts.SessionTimeout {
 		errs = append(errs, fmt.Errorf("transaction timeout %v must be below the session timeout %v", opts.TransactionTimeout, opts.SessionTimeout))
 	}
+	if opts.RestoreStallTimeout <= opts.TransactionTimeout {
+		errs = append(errs, fmt.Errorf("restore stall timeout %v must be above the transaction timeout %v, so that a crashed instance's transaction is aborted before a restore waiting on it gives up", opts.RestoreStallTimeout, opts.TransactionTimeout))
+	}
 	if opts.Store == nil || len(opts.Streams) == 0 || opts.AuditTopic == "" || opts.ChangelogTopic == "" {
 		errs = append(errs, errors.New("store, streams, audit and changelog topics are required"))
 	}
 	p := &Processor{
-		opts:     opts,
-		log:      opts.Log,
-		obs:      opts.Observer,
-		streams:  map[string]*streamRun{},
-		forwards: map[string]*streamRun{},
-		parts:    map[tp]*partState{},
-		assigned: map[tp]bool{},
-		refusals: map[coord]error{},
-		fwdNext:  map[tp]int64{},
-		txnID:    opts.Group + "-" + opts.InstanceID,
-		clParts:  opts.Partitions[opts.ChangelogTopic],
+		opts:         opts,
+		log:          opts.Log,
+		obs:          opts.Observer,
+		streams:      map[string]*streamRun{},
+		forwards:     map[string]*streamRun{},
+		parts:        map[tp]*partState{},
+		assigned:     map[tp]bool{},
+		stallRejoins: map[tp]time.Time{},
+		refusals:     map[coord]error{},
+		fwdNext:      map[tp]int64{},
+		txnID:        opts.Group + "-" + opts.InstanceID,
+		clParts:      opts.Partitions[opts.ChangelogTopic],
 	}
 	if p.clParts == 0 && opts.ChangelogTopic != "" {
 		errs = append(errs, fmt.Errorf("partition count of the changelog %s unknown", opts.ChangelogTopic))
@@ -433,10 +464,22 @@ func (p *Processor) applyRebalances() {
 	}
 }
 
+// gone reports whether key was revoked or lost since the last
+// applyRebalances: a restore, which runs in the processing goroutine while
+// the group's goroutine goes on, checks it to give the partition up at
+// once. Either its revocation is queued, or the session's client no longer
+// knows its committed offset: a GroupTransactSession passes on only the
+// first revocation before the next End, but its client drops a revoked
+// partition's entry whatever the callback.
+func (p *Processor) gone(key tp) bool {
+	if c := p.cl; c != nil && c.Committed(key.topic, key.partition) < 0 {
+		return true
+	}
+	return p.revokedPending(key)
+}
+
 // revokedPending reports whether a revocation (or loss) of key is queued
-// but not yet applied: a restore, which runs in the processing goroutine
-// while the group's goroutine goes on, checks it to give the partition up
-// at once.
+// but not yet applied.
 func (p *Processor) revokedPending(key tp) bool {
 	p.events.Lock()
 	defer p.events.Unlock()
@@ -507,9 +550,9 @@ func (p *Processor) session(ctx context.Context) (err error) {
 	clear(p.assigned)
 	p.resetTxn()
 	if p.opts.Guarantee == config.ExactlyOnce {
-		sess, err := kgo.NewGroupTransactSession(p.groupOpts()...)
-		if err != nil {
-			return fmt.Errorf("creating transactional session %s: %w", p.txnID, err)
+		sess, serr := kgo.NewGroupTransactSession(p.groupOpts()...)
+		if serr != nil {
+			return fmt.Errorf("creating transactional session %s: %w", p.txnID, serr)
 		}
 		defer func() { p.leave(sess.Close, p.giveBack(ctx, err)) }()
 		// Fence at once: InitProducerID aborts whatever transaction an
@@ -519,16 +562,16 @@ func (p *Processor) session(ctx context.Context) (err error) {
 		// offset commit is pending, so no record would ever come before
 		// the transaction timed out.
 		ictx, cancel := context.WithTimeout(ctx, p.opts.SessionTimeout)
-		_, _, err = sess.Client().ProducerID(ictx)
+		_, _, ierr := sess.Client().ProducerID(ictx)
 		cancel()
-		if err != nil {
-			return fmt.Errorf("initializing transactional id %s (fencing earlier sessions): %w", p.txnID, err)
+		if ierr != nil {
+			return fmt.Errorf("initializing transactional id %s (fencing earlier sessions): %w", p.txnID, ierr)
 		}
 		return p.loop(ctx, txnClient{sess})
 	}
-	cl, err := kgo.NewClient(p.groupOpts()...)
-	if err != nil {
-		return fmt.Errorf("creating client: %w", err)
+	cl, cerr := kgo.NewClient(p.groupOpts()...)
+	if cerr != nil {
+		return fmt.Errorf("creating client: %w", cerr)
 	}
 	defer func() { p.leave(cl.Close, p.giveBack(ctx, err)) }()
 	return p.loop(ctx, &alosClient{cl: cl})
@@ -536,11 +579,12 @@ func (p *Processor) session(ctx context.Context) (err error) {
 
 // giveBack reports whether a session ending with err leaves the group, so
 // that its partitions move at once: on shutdown (ctx ended, by whatever
-// path the loop returned), and after a restore that stalled (the
-// partitions may fare better elsewhere; this instance rejoins after a
-// backoff).
+// path the loop returned), after a restore that stalled, and after one
+// that met a changelog record in a format this build does not read (the
+// partitions may fare better elsewhere, with another instance or a newer
+// kdedup; this instance rejoins after a backoff).
 func (p *Processor) giveBack(ctx context.Context, err error) bool {
-	return ctx.Err() != nil || errors.Is(err, errRestoreStalled)
+	return ctx.Err() != nil || errors.Is(err, errRestoreStalled) || errors.Is(err, state.ErrVersion)
 }
 
 // leave closes the client and, if leaveGroup, removes this static member
@@ -670,6 +714,8 @@ func (c *alosClient) End(ctx context.Context, commit bool) (bool, error) {
 
 // loop is the poll → decide → produce → commit cycle of one client.
 func (p *Processor) loop(ctx context.Context, c client) error {
+	p.cl = c
+	defer func() { p.cl = nil }()
 	for {
 		p.applyRebalances()
 		if ctx.Err() != nil {
@@ -698,8 +744,8 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 				return
 			}
-			if stalls(err) {
-				p.log.Error().Err(err).Str("topic", t).Int32("partition", n).Msg("fetch error that stops the partition: rejoining the group")
+			if p.stalled(c, tp{t, n}, err) {
+				p.log.Error().Err(err).Str("topic", t).Int32("partition", n).Msg("fetch error that stopped the partition: rejoining the group")
 				stalled = errors.Join(stalled, fmt.Errorf("%s/%d: %w", t, n, err))
 				return
 			}
@@ -828,9 +874,13 @@ func (p *Processor) restoreBehind(ctx context.Context, c client, sts []*partStat
 		}
 		to, ok := p.committed(c, st.tp)
 		if !ok {
-			// Assigned, records polled, yet no committed offset known: the
-			// client lost track of the partition. Rejoin rather than guess.
-			return fmt.Errorf("%w: no committed offset known for %s/%d", errPartitionStalled, st.tp.topic, st.tp.partition)
+			// Records polled, yet no committed offset known: the client
+			// dropped the partition, which it does on a revocation (the
+			// session reports only the first revocation before the next
+			// End, so this one may not be queued). Its records are not
+			// decided; the transaction aborts.
+			p.log.Info().Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Msg("partition no longer consumed by the client: not restored")
+			continue
 		}
 		err := p.restore(ctx, st, to)
 		if errors.Is(err, errRevoked) {
@@ -848,10 +898,15 @@ func (p *Processor) restoreBehind(ctx context.Context, c client, sts []*partStat
 // behind reports whether st's state needs a restore before its record at
 // offset first: its stamp is neither first nor the group's committed
 // offset (the first record may lie beyond that: transaction markers take
-// offsets). A committed offset the client does not know counts as behind:
+// offsets), or it holds changes ahead of its stamp (state.Stamp.Ahead). A
+// committed offset the client does not know counts as behind:
 // restoreBehind then decides.
 func (p *Processor) behind(c client, st *partState, first int64) bool {
-	in := st.part.Stamp().Input
+	stamp := st.part.Stamp()
+	if stamp.Ahead {
+		return true // holds changes no marker confirmed: restore further
+	}
+	in := stamp.Input
 	if in == first {
 		return false
 	}
@@ -861,7 +916,7 @@ func (p *Processor) behind(c client, st *partState, first int64) bool {
 
 // committed returns the group's committed offset of key as the session
 // knows it: fetched when the partition was assigned, moved by each
-// commit.
+// commit. The client drops the entry of a partition it stops consuming.
 //
 // A partition the group never committed has offset 0 here once a record
 // of it was polled (franz-go starts such a partition's entry at offset 0;

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kdedup/kdedup/config"
@@ -46,13 +47,13 @@ const restoreChunk = 10_000
 func (p *Processor) restore(ctx context.Context, st *partState, to int64) error {
 	stamp := st.part.Stamp()
 	log := p.log.With().Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Logger()
-	if stamp.Input == to {
+	if stamp.Input == to && !stamp.Ahead {
 		return nil
 	}
 	p.restores.Add(1)
 	defer p.restores.Add(-1)
-	if stamp.Input > to {
-		log.Warn().Int64("stamp", stamp.Input).Int64("committed", to).Msg("state is ahead of the group's committed offset (offsets reset?): dropping it and rebuilding from the input")
+	if stamp.Input > to || stamp.Ahead && p.opts.Guarantee != config.ExactlyOnce {
+		log.Warn().Int64("stamp", stamp.Input).Bool("ahead", stamp.Ahead).Int64("committed", to).Msg("state is ahead of the group's committed offset (offsets reset?): dropping it and rebuilding from the input")
 		if err := p.dropState(st); err != nil {
 			return err
 		}
@@ -71,6 +72,11 @@ func (p *Processor) restore(ctx context.Context, st *partState, to int64) error 
 		return nil
 	case changelogMovedBack:
 		log.Warn().Int64("committed", to).Msg("the changelog holds transactions beyond the group's committed offset (offsets reset?): dropping the state and rebuilding from the input")
+		if err := p.dropState(st); err != nil {
+			return err
+		}
+	case changelogUnconfirmed:
+		log.Warn().Int64("committed", to).Msg("changes written ahead of their marker were never confirmed by one: dropping the state and rebuilding from the input")
 		if err := p.dropState(st); err != nil {
 			return err
 		}
@@ -105,6 +111,12 @@ const (
 	// committed offset, and the group's coordinator confirms that offset:
 	// the offsets were moved back, the state must be rebuilt.
 	changelogMovedBack
+	// changelogUnconfirmed: the sentinel came while changes written ahead
+	// of their marker (Stamp.Ahead) still wait for it: they belong to no
+	// committed transaction (read_committed shows none such, unless a
+	// broker compacted past an open transaction), the state must be
+	// rebuilt.
+	changelogUnconfirmed
 )
 
 // restoreChangelog applies st's changelog records from the stamp's
@@ -121,12 +133,14 @@ const (
 // at or below to. Compaction keeps one marker per partition, so a restore
 // from the start of a compacted changelog reads every live key before
 // that one marker: changes pending past restoreChunk are written to Pebble
-// ahead of their marker, to bound memory. If a marker beyond to then
-// follows, the restore stops with its position just after the last marker
-// applied (never past a change it left out), and either to was stale
-// (errStaleTarget: another member committed beyond it, so every later
-// target is beyond those changes too, and replaying from the position
-// overwrites them in order) or the offsets were moved back
+// ahead of their marker, to bound memory, and the stamp is marked Ahead
+// until a marker at or below to confirms them; an Ahead state is never
+// decided from (Processor.behind), only restored further. If a marker
+// beyond to follows, the restore stops with its position just after the
+// last marker applied (never past a change it left out), and either to
+// was stale (errStaleTarget: another member committed beyond it, so every
+// later target is beyond those changes too, and replaying from the
+// position overwrites them in order) or the offsets were moved back
 // (changelogMovedBack: the caller drops the whole state).
 func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int64, log zerolog.Logger) (changelogOutcome, error) {
 	cp := st.tp.partition % p.clParts
@@ -163,6 +177,7 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 	batch := st.part.NewBlindBatch()
 	input, inChunk := stamp.Input, 0
 	markerEnd := stamp.Changelog // the offset after the last marker applied
+	ahead := stamp.Ahead         // changes written ahead of their marker wait for it
 	var applied, read, skipped int64
 	first := int64(-1)
 	var pending []state.Change // changes since the partition's last marker
@@ -183,6 +198,7 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 		return nil
 	}
 	commit := func(next int64) error {
+		batch.SetAhead(ahead)
 		if err := batch.Commit(input, next); err != nil {
 			return err
 		}
@@ -237,6 +253,9 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 				if err := finish(r.Offset + 1); err != nil {
 					return 0, err
 				}
+				if ahead {
+					return changelogUnconfirmed, nil
+				}
 				if st.part.Stamp().Input == to {
 					return changelogReached, nil
 				}
@@ -260,6 +279,7 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 					if err := apply(); err != nil {
 						return 0, err
 					}
+					ahead = true
 					if err := commit(r.Offset + 1); err != nil {
 						return 0, err
 					}
@@ -280,6 +300,7 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 			}
 			input = c.Input
 			markerEnd = r.Offset + 1
+			ahead = false // every change before this marker is confirmed
 			batch.SetEventTime(max(batch.EventTime(), c.EventTime))
 			if input == to {
 				// The state reflects the committed input.
@@ -305,17 +326,26 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 // (errStaleTarget, the session rejoins). At to, or none: the offsets were
 // moved back (changelogMovedBack).
 func (p *Processor) beyondTarget(ctx context.Context, cl *kgo.Client, st *partState, to, beyond int64, log zerolog.Logger) (changelogOutcome, error) {
-	if p.revokedPending(st.tp) {
+	if p.gone(st.tp) {
 		return 0, errRevoked
 	}
-	fctx, cancel := context.WithTimeout(ctx, p.opts.RestoreStallTimeout)
+	// Stable: an offset commit still pending in a transaction (the
+	// changelog's commit marker can be written before the offsets') is
+	// not taken for the old offset.
+	fctx, cancel := context.WithTimeout(kadm.RequireStable(ctx), p.opts.RestoreStallTimeout)
 	offs, err := kadm.NewClient(cl).FetchOffsets(fctx, p.opts.Group)
 	cancel()
+	if errors.Is(err, kerr.UnstableOffsetCommit) {
+		return 0, fmt.Errorf("%w: %s/%d: the group's offsets are being committed: %w", errStaleTarget, st.tp.topic, st.tp.partition, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("fetching the committed offsets of group %s: %w", p.opts.Group, err)
 	}
 	now := int64(-1)
 	if o, ok := offs.Lookup(st.tp.topic, st.tp.partition); ok {
+		if errors.Is(o.Err, kerr.UnstableOffsetCommit) {
+			return 0, fmt.Errorf("%w: %s/%d: an offset commit is pending: %w", errStaleTarget, st.tp.topic, st.tp.partition, o.Err)
+		}
 		if o.Err != nil {
 			return 0, fmt.Errorf("fetching the committed offset of %s/%d: %w", st.tp.topic, st.tp.partition, o.Err)
 		}
@@ -329,7 +359,7 @@ func (p *Processor) beyondTarget(ctx context.Context, cl *kgo.Client, st *partSt
 }
 
 // restoreWatch bounds a restore: it polls in short steps so that a
-// revocation of the partition is noticed at once, gives up after
+// revocation of the partition is noticed within a second, gives up after
 // RestoreStallTimeout without a record, and reports progress every second.
 type restoreWatch struct {
 	p        *Processor
@@ -349,7 +379,7 @@ func (p *Processor) newRestoreWatch(st *partState, log zerolog.Logger) *restoreW
 // stop.
 func (w *restoreWatch) poll(ctx context.Context, cl *kgo.Client) (kgo.Fetches, error) {
 	for {
-		if w.p.revokedPending(w.st.tp) {
+		if w.p.gone(w.st.tp) {
 			return nil, errRevoked
 		}
 		pctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -255,19 +256,29 @@ func TestRestoreSkipsForeignRecords(t *testing.T) {
 	}
 }
 
-// TestRestoreGivesUpOnRevoke: a restore notices at once that its partition
-// was revoked, and stops; what it applied stays stamped.
+// TestRestoreGivesUpOnRevoke: a restore notices that its partition was
+// revoked while it runs, and stops; what it applied stays stamped, so that
+// the next restore resumes there.
 func TestRestoreGivesUpOnRevoke(t *testing.T) {
 	f := newRestoreFixture(t)
 	f.inputs(t, 5)
+	f.transaction(t, 3, 1, 2)
 	st, err := f.p.partition(tp{hoInput, 0})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Nothing reaches offset 30: the restore would wait for input.
-	f.p.rebalanced(false, map[string][]int32{hoInput: {0}})
+	// The changelog reaches offset 3; the input then holds nothing up to
+	// 30: the restore goes on to the input and waits there.
+	obs := &restoreSteps{changelogDone: make(chan struct{})}
+	f.p.obs = obs
 	done := make(chan error, 1)
 	go func() { done <- f.p.restore(context.Background(), st, 30) }()
+	select {
+	case <-obs.changelogDone:
+	case err := <-done:
+		t.Fatalf("restore ended before the revocation: %v", err)
+	}
+	f.p.rebalanced(false, map[string][]int32{hoInput: {0}})
 	select {
 	case err := <-done:
 		if !errors.Is(err, errRevoked) {
@@ -276,13 +287,68 @@ func TestRestoreGivesUpOnRevoke(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("a restore of a revoked partition went on")
 	}
+	if got := st.part.Stamp(); got.Input != 3 || got.Ahead || !has(t, st, 1) || !has(t, st, 2) {
+		t.Fatalf("after the revoked restore: stamp %+v, keys 1, 2 stored %v %v; want input 3 and both", got, has(t, st, 1), has(t, st, 2))
+	}
+}
+
+// restoreSteps observes a restore: changelogDone is closed when its
+// changelog part has finished.
+type restoreSteps struct {
+	nopObserver
+	changelogDone chan struct{}
+	once          sync.Once
+}
+
+func (o *restoreSteps) Restored(_ string, _ int32, done, total int64) {
+	if done == total {
+		o.once.Do(func() { close(o.changelogDone) })
+	}
+}
+
+// TestRestoreAheadNotTrusted: a restore from the start of a compacted
+// changelog writes changes ahead of the partition's one marker. Stopped
+// before that marker (here: its target went stale), it leaves a stamp
+// whose input (0) would look valid for a group whose offsets went back to
+// 0 (reset to the earliest, or expired). The stamp says Ahead, so the
+// state is never decided from as it stands: the next restore confirms the
+// changes by a marker or, as here, drops them.
+func TestRestoreAheadNotTrusted(t *testing.T) {
+	f := newRestoreFixture(t)
+	many := make([]int, restoreChunk+5)
+	for i := range many {
+		many[i] = 100 + i
+	}
+	f.transaction(t, 20, many...)
+	f.commitGroup(t, 20)
+	st, err := f.p.partition(tp{hoInput, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.p.restore(context.Background(), st, 15); !errors.Is(err, errStaleTarget) {
+		t.Fatalf("restore to a stale target: %v, want errStaleTarget", err)
+	}
+	if got := st.part.Stamp(); got.Input != 0 || !got.Ahead || !has(t, st, 100) {
+		t.Fatalf("after the stopped restore: stamp %+v, key 100 stored %v; want input 0, ahead, stored", got, has(t, st, 100))
+	}
+	// The group's offsets went back to 0.
+	f.commitGroup(t, 0)
+	if !f.p.behind(nil, st, 0) {
+		t.Fatal("a state holding changes ahead of its stamp is not behind")
+	}
+	if err := f.p.restore(context.Background(), st, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.part.Stamp(); got.Input != 0 || got.Ahead || has(t, st, 100) {
+		t.Fatalf("after restoring to 0: stamp %+v, key 100 stored %v; want input 0, not ahead, not stored", got, has(t, st, 100))
+	}
 }
 
 // TestRestoreStalls: a restore that reads nothing (a transaction left open
 // on the changelog stops every read_committed reader at it) gives up after
 // RestoreStallTimeout rather than holding the loop and the partitions.
 func TestRestoreStalls(t *testing.T) {
-	f := newRestoreFixture(t, func(o *Options) { o.RestoreStallTimeout = 2 * time.Second })
+	f := newRestoreFixture(t, func(o *Options) { o.RestoreStallTimeout, o.TransactionTimeout = 2*time.Second, time.Second })
 	f.transaction(t, 10, 1)
 	// A transaction that never ends, opened before the restore's sentinel.
 	txn, err := kgo.NewClient(kgo.SeedBrokers(f.c.ListenAddrs()...), kgo.TransactionalID("hanging"),

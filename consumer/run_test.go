@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,11 +23,14 @@ type countingObserver struct {
 	nopObserver
 	committed atomic.Int64
 	first     chan struct{} // closed at the first commit
+	rebuiltC  chan string   // each rebuild's reason, while there is room
 	mu        sync.Mutex
 	rebuilt   map[string]int
 }
 
-func newCountingObserver() *countingObserver { return &countingObserver{first: make(chan struct{})} }
+func newCountingObserver() *countingObserver {
+	return &countingObserver{first: make(chan struct{}), rebuiltC: make(chan string, 64)}
+}
 
 func (o *countingObserver) Transaction(committed bool, _ time.Duration, _ int) {
 	if committed && o.committed.Add(1) == 1 {
@@ -41,12 +45,31 @@ func (o *countingObserver) Rebuilt(reason string) {
 		o.rebuilt = map[string]int{}
 	}
 	o.rebuilt[reason]++
+	select {
+	case o.rebuiltC <- reason:
+	default:
+	}
 }
 
 func (o *countingObserver) rebuilds(reason string) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.rebuilt[reason]
+}
+
+// waitRebuilt waits for a session rebuild for reason.
+func (o *countingObserver) waitRebuilt(ctx context.Context, t *testing.T, reason string) {
+	t.Helper()
+	for {
+		select {
+		case r := <-o.rebuiltC:
+			if r == reason {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("no session rebuilt for %s: %v", reason, ctx.Err())
+		}
+	}
 }
 
 // runCluster is a kfake cluster with push-events, its output, the audit
@@ -83,21 +106,34 @@ func (rc *runCluster) produce(ctx context.Context, partition int32, n int) error
 	return rc.prod.ProduceSync(ctx, rs...).FirstErr()
 }
 
-// start runs a processor of group "g" as instance id over a store in dir
-// until the returned stop is called.
-func (rc *runCluster) start(t *testing.T, dir, id string, obs Observer, interval time.Duration, opts ...kgo.Opt) (stop func()) {
+// interval sets the commit interval.
+func interval(d time.Duration) func(*Options) { return func(o *Options) { o.CommitInterval = d } }
+
+// clientOpts adds client options.
+func clientOpts(opts ...kgo.Opt) func(*Options) {
+	return func(o *Options) { o.ClientOpts = append(o.ClientOpts, opts...) }
+}
+
+// start runs a processor of group "g" as instance id over a store in dir,
+// with a commit interval of 100 ms, a session timeout of 10 s and a
+// transaction timeout of 5 s unless opts change them, until the returned
+// stop is called.
+func (rc *runCluster) start(t *testing.T, dir, id string, obs Observer, opts ...func(*Options)) (stop func()) {
 	t.Helper()
 	rules, store := pushStore(t, dir)
 	n := rc.parts
-	p, err := New(Options{
+	o := Options{
 		Brokers: rc.c.ListenAddrs(), Group: "g", InstanceID: id, Guarantee: config.ExactlyOnce,
-		CommitInterval: interval, AuditTopic: "dedup.audit", ChangelogTopic: hoChangelog,
+		CommitInterval: 100 * time.Millisecond, AuditTopic: "dedup.audit", ChangelogTopic: hoChangelog,
 		Streams:    []Stream{{Rules: rules, Input: hoInput, Output: hoInput + ".deduped"}},
 		Partitions: map[string]int32{hoInput: n, hoInput + ".deduped": n, "dedup.audit": n, hoChangelog: n},
-		Store:      store, Log: zerolog.Nop(), Observer: obs,
+		Store:      store, Log: testLog(), Observer: obs,
 		SessionTimeout: 10 * time.Second, TransactionTimeout: 5 * time.Second,
-		ClientOpts: opts,
-	})
+	}
+	for _, fn := range opts {
+		fn(&o)
+	}
+	p, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,8 +158,9 @@ func (rc *runCluster) start(t *testing.T, dir, id string, obs Observer, interval
 }
 
 // waitOutputs reads the output topic under read_committed until it holds
-// want records, and fails on a key output twice or on ctx's end first.
-func (rc *runCluster) waitOutputs(ctx context.Context, t *testing.T, want int) {
+// want records, then for quiet more, and fails on a key output twice, on
+// more than want records, or on ctx's end first.
+func (rc *runCluster) waitOutputs(ctx context.Context, t *testing.T, want int, quiet time.Duration) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(rc.c.ListenAddrs()...), kgo.ConsumeTopics(hoInput+".deduped"),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -132,18 +169,29 @@ func (rc *runCluster) waitOutputs(ctx context.Context, t *testing.T, want int) {
 	}
 	defer cl.Close()
 	seen := map[string]bool{}
-	for len(seen) < want {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("%d of %d records output: %v", len(seen), want, ctx.Err())
-		}
-		fs.EachRecord(func(r *kgo.Record) {
+	read := func(ctx context.Context) {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
 			k := string(r.Headers[0].Value)
 			if seen[k] {
 				t.Errorf("key %s output twice", k)
 			}
 			seen[k] = true
 		})
+	}
+	for len(seen) < want {
+		read(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d records output: %v", len(seen), want, ctx.Err())
+		}
+	}
+	// That nothing more comes cannot be waited on: read for a while.
+	qctx, cancel := context.WithTimeout(ctx, quiet)
+	defer cancel()
+	for qctx.Err() == nil {
+		read(qctx)
+	}
+	if len(seen) != want {
+		t.Fatalf("%d records output, want %d", len(seen), want)
 	}
 }
 
@@ -181,8 +229,8 @@ func TestRestoreAfterRewindOnSlowLeader(t *testing.T) {
 		}
 	}
 	// Instance a decides everything so far, then leaves.
-	stopA := rc.start(t, t.TempDir(), "a", nil, 100*time.Millisecond)
-	rc.waitOutputs(ctx, t, 600)
+	stopA := rc.start(t, t.TempDir(), "a", nil)
+	rc.waitOutputs(ctx, t, 600, 0)
 	stopA()
 
 	if err := rc.produce(ctx, 0, 200); err != nil {
@@ -192,8 +240,7 @@ func TestRestoreAfterRewindOnSlowLeader(t *testing.T) {
 	// Every partition is fed continuously, so that no fetch waits long
 	// for data: partition 0's records arrive 60 ms after the others', as
 	// its leader is that much slower.
-	feed, stopFeed := context.WithCancel(ctx)
-	defer stopFeed()
+	stopFeed := make(chan struct{})
 	var fed sync.WaitGroup
 	fed.Add(1)
 	fedN := 0
@@ -201,35 +248,38 @@ func TestRestoreAfterRewindOnSlowLeader(t *testing.T) {
 		defer fed.Done()
 		// A steady trickle, not a flood: a poll's records are decided
 		// well within the commit interval, so the transaction is still
-		// open when the slower leader's records arrive.
+		// open when the slower leader's records arrive. Stopped between
+		// batches, so that every batch is produced whole.
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
-			case <-feed.Done():
+			case <-stopFeed:
 				return
 			case <-tick.C:
 			}
 			for p := int32(0); p < 3; p++ {
-				if err := rc.produce(feed, p, 5); err == nil {
-					fedN += 5
+				if err := rc.produce(ctx, p, 5); err != nil {
+					t.Errorf("feeding partition %d: %v", p, err)
+					return
 				}
+				fedN += 5
 			}
 		}
 	}()
-	// Instance b has no state: every partition is behind.
+	// Instance b has no state: every partition is behind. A commit
+	// interval well above the leader's lag: the slower records always
+	// arrive while the transaction is open.
 	obs := newCountingObserver()
-	// A commit interval well above the leader's lag: the slower records
-	// always arrive while the transaction is open.
-	rc.start(t, t.TempDir(), "b", obs, 500*time.Millisecond, kgo.DisableFetchSessions())
+	rc.start(t, t.TempDir(), "b", obs, interval(500*time.Millisecond), clientOpts(kgo.DisableFetchSessions()))
 	select {
 	case <-obs.first:
 	case <-time.After(10 * time.Second):
 		t.Fatal("no transaction committed within 10s: a partition behind on a slower leader stalls every commit")
 	}
-	stopFeed()
+	close(stopFeed)
 	fed.Wait()
-	rc.waitOutputs(ctx, t, 800+fedN)
+	rc.waitOutputs(ctx, t, 800+fedN, time.Second)
 }
 
 // TestOffsetFetchErrorRejoins: franz-go drops a partition whose committed
@@ -248,12 +298,98 @@ func TestOffsetFetchErrorRejoins(t *testing.T) {
 	}
 	h := rc.c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetFetch}, Group: "g", Topic: hoInput, Partitions: []int32{0}, Err: kerr.TopicAuthorizationFailed})
 	obs := newCountingObserver()
-	rc.start(t, t.TempDir(), "a", obs, 100*time.Millisecond)
-	rc.waitOutputs(ctx, t, 200)
+	rc.start(t, t.TempDir(), "a", obs)
+	rc.waitOutputs(ctx, t, 200, 0)
 	if h.Hits() == 0 {
 		t.Fatal("the OffsetFetch fault never fired")
 	}
 	if n := obs.rebuilds(RebuildPartitionStalled); n == 0 {
 		t.Fatal("no rejoin after the partition stalled")
 	}
+}
+
+// TestFetchErrorOfConsumedPartitionKeepsSession: a non-retryable error in
+// a fetch of a partition being consumed (franz-go keeps such a partition
+// and retries) must not rebuild the session: rebuilding on it would abort
+// every transaction while the broker keeps failing.
+func TestFetchErrorOfConsumedPartitionKeepsSession(t *testing.T) {
+	rc := newRunCluster(t, 1, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := rc.produce(ctx, 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	obs := newCountingObserver()
+	rc.start(t, t.TempDir(), "a", obs)
+	rc.waitOutputs(ctx, t, 100, 0)
+	h := rc.c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: hoInput, Partitions: []int32{0}, Err: kerr.UnknownServerError, Count: 3})
+	if err := rc.produce(ctx, 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	rc.waitOutputs(ctx, t, 200, 0)
+	if h.Hits() == 0 {
+		t.Fatal("the Fetch fault never fired")
+	}
+	if n := obs.rebuilds(RebuildPartitionStalled); n != 0 {
+		t.Fatalf("%d rejoins for fetch errors of a partition the client kept", n)
+	}
+}
+
+// TestRestoreStallLeavesGroup: a restore that cannot read on (a
+// transaction left hanging on the changelog stops every read_committed
+// reader at it) gives up after RestoreStallTimeout; the session leaves the
+// group, so that the partitions can move, and rejoins. Once the
+// transaction ends, every record is decided exactly once.
+func TestRestoreStallLeavesGroup(t *testing.T) {
+	rc := newRunCluster(t, 1, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// A transaction left hanging on the changelog before instance a writes
+	// its state there.
+	hanging, err := kgo.NewClient(kgo.SeedBrokers(rc.c.ListenAddrs()...), kgo.TransactionalID("hanging"),
+		kgo.TransactionTimeout(time.Minute), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hanging.Close()
+	if err := hanging.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := hanging.ProduceSync(ctx, &kgo.Record{Topic: hoChangelog, Key: []byte("not kdedup's"), Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.produce(ctx, 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	stopA := rc.start(t, t.TempDir(), "a", nil)
+	rc.waitOutputs(ctx, t, 100, 0)
+	stopA()
+	if err := rc.produce(ctx, 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	leaves := rc.c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.LeaveGroup}, Observe: true, Count: -1})
+	defer leaves.Remove()
+	obs := newCountingObserver()
+	// Instance b has no state: it restores from the changelog, and stops
+	// at the hanging transaction.
+	rc.start(t, t.TempDir(), "b", obs, func(o *Options) {
+		o.TransactionTimeout, o.RestoreStallTimeout = time.Second, 2*time.Second
+	})
+	obs.waitRebuilt(ctx, t, RebuildRestoreStalled)
+	if leaves.Hits() == 0 {
+		t.Fatal("the session rebuilt after a stalled restore without leaving the group")
+	}
+	if err := hanging.EndTransaction(ctx, kgo.TryAbort); err != nil {
+		t.Fatal(err)
+	}
+	rc.waitOutputs(ctx, t, 200, time.Second)
+}
+
+// testLog is the processors' log: none, or on stderr with
+// KDEDUP_TEST_LOG=1.
+func testLog() zerolog.Logger {
+	if os.Getenv("KDEDUP_TEST_LOG") == "" {
+		return zerolog.Nop()
+	}
+	return zerolog.New(os.Stderr).Level(zerolog.InfoLevel)
 }

@@ -24,9 +24,6 @@ const DefaultPort = 9092
 // (a larger value would overflow the timer's nanoseconds).
 const neverMs = "3153600000000"
 
-// ErrOpenTransactions is returned by Compact when a transaction is open.
-var ErrOpenTransactions = errors.New("embedded: transactions are open; not compacting")
-
 // Broker is a running embedded broker.
 type Broker struct {
 	c *kfake.Cluster
@@ -40,12 +37,15 @@ type Broker struct {
 // Writes go to the operating system without fsync, as Kafka's default does:
 // a killed process loses nothing, a machine crash may lose the last writes.
 //
-// The broker never compacts on its own timer: kfake, unlike Apache Kafka,
-// compacts past open transactions (Kafka's cleaner stops at the last
-// stable offset), so a record of a transaction still open could remove
-// the committed record of the same key, and if that transaction then
-// aborts, the key is gone from kdedup's changelog. Compact compacts only
-// when no transaction is open; kdedup calls it at start and at stop.
+// The broker never compacts: kfake's compaction, unlike Apache Kafka's
+// cleaner, which stops at the last stable offset, runs past open
+// transactions (a record of a transaction still open removes the
+// committed record of its key; if the transaction then aborts, the key is
+// gone from kdedup's changelog), and it is not crash-safe (it deletes a
+// partition's segment files before it writes their compacted copies, and
+// a kill of kdedup kills the broker inside it). So kdedup's changelog on
+// the embedded broker keeps every record and grows until state_dir is
+// cleared: for trying kdedup, not for running it for months.
 func Start(dir string, port int, partitions int, log zerolog.Logger) (*Broker, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("embedded broker data dir: %w", err)
@@ -63,30 +63,6 @@ func Start(dir string, port int, partitions int, log zerolog.Logger) (*Broker, e
 		return nil, fmt.Errorf("starting embedded broker on 127.0.0.1:%d: %w", port, err)
 	}
 	return &Broker{c: c}, nil
-}
-
-// Compact compacts every compacted topic (kdedup's changelog) if no
-// transaction is open on the broker, and returns ErrOpenTransactions,
-// compacting nothing, otherwise. Call it when kdedup has no transaction
-// open: at start, once EndCrashedTransactions closed what a kill left
-// open, and at stop, after the processor fenced its transactional id; a
-// transaction begun by another client between the check and the
-// compaction is not guarded against.
-func (b *Broker) Compact(ctx context.Context) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs()...))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	open, err := kadm.NewClient(cl).ListTransactions(ctx, nil, []string{"Ongoing", "PrepareCommit", "PrepareAbort"})
-	if err != nil {
-		return fmt.Errorf("listing open transactions before compacting: %w", err)
-	}
-	if len(open) > 0 {
-		return fmt.Errorf("%w: %v", ErrOpenTransactions, open.TransactionalIDs())
-	}
-	b.c.Compact()
-	return nil
 }
 
 // Addrs returns the broker's listen addresses.

@@ -15,6 +15,13 @@ var ErrCorrupt = errors.New("state: corrupt value")
 const (
 	entryVersion = 1
 	stampVersion = 1
+	// stampAheadVersion is the stamp of a keyspace that holds changes
+	// ahead of it (Stamp.Ahead): version 1's fields and a flags byte. It
+	// is written only then, so that every other stamp stays version 1,
+	// and a kdedup that predates the flag refuses such a keyspace rather
+	// than trust it.
+	stampAheadVersion = 2
+	stampFlagAhead    = 1 << 0
 
 	flagTopic     = 1 << 0 // the first-seen record is in another topic than the keyspace's
 	flagPartition = 1 << 1 // ... or another partition
@@ -106,23 +113,47 @@ type Stamp struct {
 	EventTime int64
 	// Keys counts the stored keys (live or retired but not yet collected).
 	Keys int64
+	// Ahead marks a keyspace that may hold changes of transactions beyond
+	// Input: a restore wrote them before reading the marker that would
+	// show them committed at or below its target (to bound its memory),
+	// and stopped before that marker. Such a state is never trusted as it
+	// stands: it is restored (and the changes confirmed or the keyspace
+	// dropped) before any record is decided.
+	Ahead bool
 }
 
 func appendStamp(b []byte, s Stamp) []byte {
-	b = append(b, stampVersion)
+	if s.Ahead {
+		b = append(b, stampAheadVersion)
+	} else {
+		b = append(b, stampVersion)
+	}
 	b = binary.AppendVarint(b, s.Input)
 	b = binary.AppendVarint(b, s.Changelog)
 	b = binary.AppendVarint(b, s.EventTime)
 	b = binary.AppendVarint(b, s.Keys)
+	if s.Ahead {
+		b = append(b, stampFlagAhead)
+	}
 	return b
 }
 
 func decodeStamp(b []byte) (Stamp, error) {
-	if len(b) < 1 || b[0] != stampVersion {
-		return Stamp{}, fmt.Errorf("%w: stamp version", ErrCorrupt)
+	if len(b) < 1 {
+		return Stamp{}, fmt.Errorf("%w: empty stamp", ErrCorrupt)
+	}
+	if b[0] != stampVersion && b[0] != stampAheadVersion {
+		return Stamp{}, fmt.Errorf("%w: %w: stamp version %d (this build reads versions %d and %d)", ErrCorrupt, ErrVersion, b[0], stampVersion, stampAheadVersion)
 	}
 	d := decoder{b: b[1:]}
 	s := Stamp{Input: d.varint(), Changelog: d.varint(), EventTime: d.varint(), Keys: d.varint()}
+	if b[0] == stampAheadVersion {
+		flags := d.bytes(1)
+		if len(flags) != 1 || flags[0] != stampFlagAhead {
+			d.fail()
+		}
+		s.Ahead = true
+	}
 	if d.err || len(d.b) != 0 {
 		return Stamp{}, fmt.Errorf("%w: stamp of %d bytes", ErrCorrupt, len(b))
 	}

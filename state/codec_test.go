@@ -178,6 +178,9 @@ var (
 	goldenEntryExtremes = dedup.Entry{FirstSeen: math.MinInt64, Expiry: math.MaxInt64, Topic: goldenTopic, Partition: 0, Offset: math.MaxInt64}
 	goldenStamp         = Stamp{Input: 12346, Changelog: 1 << 40, EventTime: 1700000000000, Keys: 3}
 	goldenStampNew      = Stamp{EventTime: math.MinInt64}
+	// A keyspace an interrupted restore left holding changes ahead of its
+	// marker (version 2: a flags byte).
+	goldenStampAhead = Stamp{Input: 12346, Changelog: 1 << 40, EventTime: 1700000000000, Keys: 3, Ahead: true}
 )
 
 func goldenRecords() []goldenRecord {
@@ -279,6 +282,12 @@ func goldenRecords() []goldenRecord {
 			about:  "Pebble value of a new keyspace's stamp, before any record: " + fmt.Sprintf("%+v", goldenStampNew),
 			value:  appendStamp(nil, goldenStampNew),
 			decode: stampValue(goldenStampNew),
+		},
+		{
+			name:   "stamp-ahead",
+			about:  "Pebble value of the stamp of a keyspace holding changes ahead of it: " + fmt.Sprintf("%+v", goldenStampAhead),
+			value:  appendStamp(nil, goldenStampAhead),
+			decode: stampValue(goldenStampAhead),
 		},
 		{
 			name:  "pebble-keyspace",

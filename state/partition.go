@@ -155,6 +155,7 @@ type Batch struct {
 	lastGet   dedup.Hash
 	lastHit   bool
 	done      bool
+	ahead     *bool // SetAhead; nil: the stamp's flag stays
 }
 
 var _ dedup.State = (*Batch)(nil)
@@ -319,6 +320,11 @@ func (b *Batch) Each(fn func(h dedup.Hash, e dedup.Entry)) {
 // Discard drops the batch's changes.
 func (b *Batch) Discard() { b.done = true }
 
+// SetAhead sets whether the stamp Commit writes is Stamp.Ahead: the
+// keyspace then holds changes of transactions beyond the stamp's input.
+// Without a call, Commit keeps the flag the stamp has.
+func (b *Batch) SetAhead(ahead bool) { b.ahead = &ahead }
+
 // Commit writes the batch's changes and the new stamp (input: the next
 // input offset; changelog: the next changelog offset) in one atomic Pebble
 // batch, without waiting for fsync (see Store).
@@ -334,6 +340,9 @@ func (b *Batch) Commit(input, changelog int64) error {
 	st := p.stamp
 	st.Input, st.Changelog = input, changelog
 	st.EventTime = max(st.EventTime, b.eventTime)
+	if b.ahead != nil {
+		st.Ahead = *b.ahead
+	}
 	wb := p.db.NewBatch()
 	defer wb.Close()
 	var k, v []byte

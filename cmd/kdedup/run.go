@@ -108,14 +108,12 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		return err
 	}
 	createInputs := int32(0)
-	var broker *embedded.Broker
 	if len(brokers) == 0 {
 		b, err := embedded.Start(filepath.Join(cfg.StateDir, "broker"), opts.port, embeddedPartitions, log)
 		if err != nil {
 			return err
 		}
 		defer b.Close()
-		broker = b
 		brokers = b.Addrs()
 		createInputs = embeddedPartitions
 		log.Info().Strs("brokers", brokers).Str("data", filepath.Join(cfg.StateDir, "broker")).
@@ -182,7 +180,6 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 			}
 			return fmt.Errorf("embedded broker: %w", err)
 		}
-		compactEmbedded(ctx, broker, log)
 	}
 
 	metrics := admin.NewMetrics()
@@ -229,23 +226,5 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		opts.started(served{brokers: brokers, metrics: metrics, proc: proc})
 	}
 	log.Info().Str("group", cfg.Group).Str("instance_id", cfg.InstanceID).Str("guarantee", cfg.Guarantee).Msg("processing")
-	err = proc.Run(ctx)
-	if broker != nil {
-		// The processor left no transaction open (Run fences on the way
-		// out): a safe moment to compact the changelog.
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		compactEmbedded(cctx, broker, log)
-		cancel()
-	}
-	return err
-}
-
-// compactEmbedded compacts the embedded broker's compacted topics (the
-// changelog) unless a transaction is open (embedded.Broker.Compact).
-func compactEmbedded(ctx context.Context, b *embedded.Broker, log zerolog.Logger) {
-	if err := b.Compact(ctx); err != nil {
-		log.Warn().Err(err).Msg("embedded broker: changelog not compacted")
-		return
-	}
-	log.Debug().Msg("embedded broker: changelog compacted")
+	return proc.Run(ctx)
 }
