@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -25,6 +26,9 @@ type lateClient struct {
 func (c *lateClient) PollRecords(context.Context, int) kgo.Fetches { return nil }
 func (c *lateClient) Begin() error                                 { return nil }
 func (c *lateClient) Committed(string, int32) int64                { return -1 }
+func (c *lateClient) StableOffsets(context.Context, string) (kadm.OffsetResponses, error) {
+	return nil, nil
+}
 func (c *lateClient) Produce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
 	c.inFlight = append(c.inFlight, func() {
 		var err error

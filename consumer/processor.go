@@ -660,9 +660,16 @@ type client interface {
 	// Committed returns the group's committed offset of a partition as the
 	// client knows it, or -1.
 	Committed(topic string, partition int32) int64
+	// StableOffsets asks group's coordinator for its committed offsets,
+	// waiting out (failing on) offset commits of open transactions.
+	StableOffsets(ctx context.Context, group string) (kadm.OffsetResponses, error)
 }
 
 type txnClient struct{ *kgo.GroupTransactSession }
+
+func (c txnClient) StableOffsets(ctx context.Context, group string) (kadm.OffsetResponses, error) {
+	return kadm.NewClient(c.Client()).FetchOffsets(kadm.RequireStable(ctx), group)
+}
 
 func (c txnClient) Flush(ctx context.Context) error { return c.Client().Flush(ctx) }
 
@@ -689,7 +696,10 @@ type alosClient struct{ cl *kgo.Client }
 func (c *alosClient) PollRecords(ctx context.Context, n int) kgo.Fetches {
 	return c.cl.PollRecords(ctx, n)
 }
-func (c *alosClient) Begin() error                    { return nil }
+func (c *alosClient) Begin() error { return nil }
+func (c *alosClient) StableOffsets(ctx context.Context, group string) (kadm.OffsetResponses, error) {
+	return kadm.NewClient(c.cl).FetchOffsets(kadm.RequireStable(ctx), group)
+}
 func (c *alosClient) Flush(ctx context.Context) error { return c.cl.Flush(ctx) }
 func (c *alosClient) Committed(topic string, partition int32) int64 {
 	return committedOf(c.cl, topic, partition)
@@ -1197,6 +1207,15 @@ func (p *Processor) end(ctx context.Context, c client) error {
 	ectx, cancel := context.WithTimeout(ctx, p.opts.TransactionTimeout)
 	committed, err := c.End(ectx, commit)
 	cancel()
+	if err == nil && commit && !committed && p.opts.Guarantee == config.ExactlyOnce {
+		// Asked to commit, told it aborted: a genuine abort (the group
+		// rebalanced), or a commit franz-go could not confirm (EndTxn
+		// answered UNKNOWN_SERVER_ERROR, which it retries as an abort that
+		// no longer reaches the broker, and reports as one). Deciding the
+		// records again after a commit that landed would emit them twice:
+		// ask the coordinator.
+		err = p.commitLanded(ctx, c)
+	}
 	took := time.Since(start)
 	p.failMu.Lock()
 	failErr := p.failErr
@@ -1248,6 +1267,47 @@ func (p *Processor) end(ctx context.Context, c client) error {
 			why = "transaction aborted to restore a newly assigned partition first; consuming again from the committed offsets"
 		}
 		p.log.Info().Dur("took", took).Msg(why)
+	}
+	return nil
+}
+
+// commitLanded returns nil if the group's coordinator holds no offset of
+// the transaction's partitions beyond what the client knows as committed
+// (the transaction really aborted), and an error, making the outcome
+// unknown, if it does or cannot tell.
+func (p *Processor) commitLanded(ctx context.Context, c client) error {
+	fctx, cancel := context.WithTimeout(ctx, p.opts.TransactionTimeout)
+	offs, err := c.StableOffsets(fctx, p.opts.Group)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("transaction reported aborted; checking the group's offsets failed: %w", err)
+	}
+	var keys []tp
+	for key, st := range p.parts {
+		if st.batch != nil {
+			keys = append(keys, key)
+		}
+	}
+	for key := range p.fwdNext {
+		keys = append(keys, key)
+	}
+	for _, key := range keys {
+		o, ok := offs.Lookup(key.topic, key.partition)
+		if !ok {
+			continue
+		}
+		if o.Err != nil {
+			return fmt.Errorf("transaction reported aborted; the group's offset of %s/%d: %w", key.topic, key.partition, o.Err)
+		}
+		known := c.Committed(key.topic, key.partition)
+		if known < 0 {
+			// Revoked: the client dropped it, and its new owner starts
+			// from the coordinator's offset, whatever this transaction did.
+			continue
+		}
+		if o.At > known {
+			return fmt.Errorf("transaction reported aborted, but the group committed %s/%d at %d (this session knew %d): it committed", key.topic, key.partition, o.At, known)
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -126,5 +127,64 @@ func TestCommittedOffsetWithoutCommit(t *testing.T) {
 	}
 	if o, ok := p.committed(tc, tp{"t", 0}); !ok || o != 0 {
 		t.Fatalf("committed offset of a partition never committed: %d (known %v), want 0", o, ok)
+	}
+}
+
+// unconfirmedClient is a session whose End reports every commit as an
+// abort, as franz-go does when EndTxn answers UNKNOWN_SERVER_ERROR (it
+// retries as an abort that never reaches the broker), while the group's
+// coordinator holds coordinator: the commit landed, or not.
+type unconfirmedClient struct {
+	lateClient
+	known       int64 // the committed offset the session knows
+	coordinator int64 // the one the coordinator holds
+}
+
+func (c *unconfirmedClient) End(ctx context.Context, _ bool) (bool, error) {
+	_ = c.Flush(ctx)
+	return false, nil
+}
+
+func (c *unconfirmedClient) Committed(string, int32) int64 { return c.known }
+
+func (c *unconfirmedClient) StableOffsets(context.Context, string) (kadm.OffsetResponses, error) {
+	var os kadm.Offsets
+	os.AddOffset("push-events", 0, c.coordinator, -1)
+	r := kadm.OffsetResponses{}
+	os.Each(func(o kadm.Offset) {
+		r[o.Topic] = map[int32]kadm.OffsetResponse{o.Partition: {Offset: o}}
+	})
+	return r, nil
+}
+
+// TestUnconfirmedCommitIsUnknown: a commit the session reports as aborted
+// while the coordinator holds its offsets is an unknown outcome (the
+// session is rebuilt and restores from the changelog), never an abort:
+// deciding the records again would emit them twice. A real abort (the
+// coordinator holds the offsets the session knows) stays an abort.
+func TestUnconfirmedCommitIsUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		coordinator int64
+		unknown     bool
+	}{
+		{"commit landed", 8, true},
+		{"aborted", 5, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newRestoreFixture(t)
+			st, err := f.p.partition(tp{hoInput, 0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &unconfirmedClient{known: 5, coordinator: tc.coordinator}
+			f.p.inTxn = true
+			st.batch = st.part.NewBatch()
+			st.next = 8
+			err = f.p.end(context.Background(), c)
+			if tc.unknown != (err != nil) {
+				t.Fatalf("end: %v; want an unknown outcome: %v", err, tc.unknown)
+			}
+		})
 	}
 }
