@@ -235,8 +235,13 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 			read++
 			c, err := state.ParseChangeKey(r.Key)
 			if err != nil {
-				// Not a record kdedup wrote (or a kind a newer kdedup
-				// writes): no partition's state depends on it.
+				if errors.Is(err, state.ErrVersion) && c.Topic == st.tp.topic && c.Partition == st.tp.partition {
+					// A kind a newer kdedup writes, of this partition's
+					// state: it cannot be left out.
+					return 0, fmt.Errorf("changelog %s/%d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+				}
+				// Not a record kdedup wrote, or another partition's:
+				// this partition's state does not depend on it.
 				skipped++
 				continue
 			}

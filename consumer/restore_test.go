@@ -224,35 +224,58 @@ func TestRestoreOffsetsMovedBack(t *testing.T) {
 
 // TestRestoreSkipsForeignRecords: records of other partitions, and records
 // that are not kdedup's at all, never stop a restore; a record of the
-// partition itself in an unknown format version does, with an error that
-// names the version.
+// partition itself in an unknown format version, or of a kind this build
+// does not know, does, with an error that names the version or kind.
 func TestRestoreSkipsForeignRecords(t *testing.T) {
-	f := newRestoreFixture(t)
-	f.produce(t,
-		&kgo.Record{Topic: hoChangelog, Key: []byte("not kdedup's"), Value: []byte("x")},
-		&kgo.Record{Topic: hoChangelog, Key: []byte{}, Value: []byte("x")},
-	)
-	// Another partition's marker in a future version.
-	k, _ := state.MarkerChange(hoInput, 7, 5, f.base)
-	f.produce(t, &kgo.Record{Topic: hoChangelog, Key: k, Value: []byte{9, 1, 1}})
-	f.transaction(t, 10, 1, 2)
-	st, err := f.p.partition(tp{hoInput, 0})
-	if err != nil {
-		t.Fatal(err)
+	// A key of kind 'z' (unknown) naming push-events/partition.
+	unknownKind := func(partition byte) []byte {
+		return append([]byte{'z', byte(len(hoInput))}, append([]byte(hoInput), partition)...) // varint(partition) for small ones
 	}
-	if err := f.p.restore(context.Background(), st, 10); err != nil {
-		t.Fatalf("restore past foreign records: %v", err)
-	}
-	if !has(t, st, 1) || !has(t, st, 2) {
-		t.Fatal("keys missing")
-	}
-
-	// The partition's own marker in version 9.
-	k, _ = state.MarkerChange(hoInput, 0, 20, f.base)
-	f.produce(t, &kgo.Record{Topic: hoChangelog, Key: k, Value: []byte{9, 40, 1}})
-	err = f.p.restore(context.Background(), st, 20)
-	if !errors.Is(err, state.ErrVersion) || !strings.Contains(err.Error(), "version 9") {
-		t.Fatalf("restore through an unknown version: %v, want state.ErrVersion naming version 9", err)
+	t.Run("foreign", func(t *testing.T) {
+		f := newRestoreFixture(t)
+		f.produce(t,
+			&kgo.Record{Topic: hoChangelog, Key: []byte("not kdedup's"), Value: []byte("x")},
+			&kgo.Record{Topic: hoChangelog, Key: []byte{}, Value: []byte("x")},
+			&kgo.Record{Topic: hoChangelog, Key: unknownKind(14), Value: []byte("x")}, // partition 7
+		)
+		// Another partition's marker in a future version.
+		k, _ := state.MarkerChange(hoInput, 7, 5, f.base)
+		f.produce(t, &kgo.Record{Topic: hoChangelog, Key: k, Value: []byte{9, 1, 1}})
+		f.transaction(t, 10, 1, 2)
+		st, err := f.p.partition(tp{hoInput, 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.p.restore(context.Background(), st, 10); err != nil {
+			t.Fatalf("restore past foreign records: %v", err)
+		}
+		if !has(t, st, 1) || !has(t, st, 2) {
+			t.Fatal("keys missing")
+		}
+	})
+	for _, tc := range []struct {
+		name  string
+		key   func(f *restoreFixture) []byte
+		value []byte
+		want  string
+	}{
+		{"unknown marker version", func(f *restoreFixture) []byte { k, _ := state.MarkerChange(hoInput, 0, 20, f.base); return k }, []byte{9, 40, 1}, "version 9"},
+		{"unknown kind", func(*restoreFixture) []byte { return unknownKind(0) }, []byte("x"), "kind 0x7a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newRestoreFixture(t)
+			f.transaction(t, 10, 1, 2)
+			f.produce(t, &kgo.Record{Topic: hoChangelog, Key: tc.key(f), Value: tc.value})
+			f.transaction(t, 20, 3)
+			st, err := f.p.partition(tp{hoInput, 0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = f.p.restore(context.Background(), st, 20)
+			if !errors.Is(err, state.ErrVersion) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("restore through its own unreadable record: %v, want state.ErrVersion naming %s", err, tc.want)
+			}
+		})
 	}
 }
 

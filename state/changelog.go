@@ -26,6 +26,11 @@ import (
 // A transaction writes its partitions' entries and tombstones, then one
 // marker per partition: the next input offset and the watermark the
 // partition's state reflects once the transaction commits.
+//
+// Every kind but the sentinel starts its key with kind, topic and
+// partition, and every kind added later must too: a reader then knows
+// whose record a kind it does not know is, and refuses it for that
+// partition (ErrVersion) instead of leaving a change out.
 const (
 	changeEntry    = 'e'
 	changeMarker   = 'm'
@@ -102,7 +107,8 @@ var ErrVersion = errors.New("state: unknown format version")
 // skips records of other partitions without decoding their values, so
 // that a record it cannot read (another format version, another writer)
 // stops only the restores of its own partition. A key that does not
-// decode is ErrCorrupt.
+// decode is ErrCorrupt; a key of a kind this build does not know is also
+// ErrVersion, with the Topic and Partition it names set.
 func ParseChangeKey(key []byte) (Change, error) {
 	var c Change
 	if len(key) == 0 {
@@ -116,8 +122,6 @@ func ParseChangeKey(key []byte) (Change, error) {
 		c.Kind = ChangeEntry
 	case changeMarker:
 		c.Kind = ChangeMarker
-	default:
-		return c, fmt.Errorf("%w: changelog key kind %#x", ErrCorrupt, key[0])
 	}
 	d := decoder{b: key[1:]}
 	n := d.uvarint()
@@ -130,6 +134,10 @@ func ParseChangeKey(key []byte) (Change, error) {
 		return Change{}, fmt.Errorf("%w: changelog key of %d bytes", ErrCorrupt, len(key))
 	}
 	c.Partition = int32(p)
+	if c.Kind == 0 {
+		// A kind a newer kdedup writes, of topic/partition's state.
+		return c, fmt.Errorf("%w: %w: changelog record kind %#x of %s/%d", ErrCorrupt, ErrVersion, key[0], c.Topic, c.Partition)
+	}
 	want := 0
 	if c.Kind == ChangeEntry {
 		want = len(c.Hash)
