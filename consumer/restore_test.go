@@ -374,19 +374,8 @@ func TestRestoreStalls(t *testing.T) {
 	f := newRestoreFixture(t, func(o *Options) { o.RestoreStallTimeout, o.TransactionTimeout = 2*time.Second, time.Second })
 	f.transaction(t, 10, 1)
 	// A transaction that never ends, opened before the restore's sentinel.
-	txn, err := kgo.NewClient(kgo.SeedBrokers(f.c.ListenAddrs()...), kgo.TransactionalID("hanging"),
-		kgo.TransactionTimeout(time.Minute), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer txn.Close()
-	if err := txn.BeginTransaction(); err != nil {
-		t.Fatal(err)
-	}
 	k, v := state.MarkerChange(hoInput, 0, 11, f.base)
-	if err := txn.ProduceSync(context.Background(), &kgo.Record{Topic: hoChangelog, Key: k, Value: v}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	hangTransaction(t, f.c, &kgo.Record{Topic: hoChangelog, Key: k, Value: v})
 	st, err := f.p.partition(tp{hoInput, 0})
 	if err != nil {
 		t.Fatal(err)
@@ -402,4 +391,24 @@ func TestRestoreStalls(t *testing.T) {
 	if rebuildReason(err) != RebuildRestoreStalled {
 		t.Fatalf("reason %q", rebuildReason(err))
 	}
+}
+
+// hangTransaction opens a transaction that writes r and is left open (for
+// a minute, the longest kfake allows): every read_committed reader of r's
+// partition stops at it. It returns the client holding it.
+func hangTransaction(t *testing.T, c *kfake.Cluster, r *kgo.Record) *kgo.Client {
+	t.Helper()
+	txn, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.TransactionalID("hanging"),
+		kgo.TransactionTimeout(time.Minute), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(txn.Close)
+	if err := txn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	return txn
 }

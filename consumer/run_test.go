@@ -346,18 +346,7 @@ func TestRestoreStallLeavesGroup(t *testing.T) {
 	defer cancel()
 	// A transaction left hanging on the changelog before instance a writes
 	// its state there.
-	hanging, err := kgo.NewClient(kgo.SeedBrokers(rc.c.ListenAddrs()...), kgo.TransactionalID("hanging"),
-		kgo.TransactionTimeout(time.Minute), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hanging.Close()
-	if err := hanging.BeginTransaction(); err != nil {
-		t.Fatal(err)
-	}
-	if err := hanging.ProduceSync(ctx, &kgo.Record{Topic: hoChangelog, Key: []byte("not kdedup's"), Value: []byte("x")}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	hanging := hangTransaction(t, rc.c, &kgo.Record{Topic: hoChangelog, Key: []byte("not kdedup's"), Value: []byte("x")})
 	if err := rc.produce(ctx, 0, 100); err != nil {
 		t.Fatal(err)
 	}
