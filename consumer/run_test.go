@@ -109,11 +109,6 @@ func (rc *runCluster) produce(ctx context.Context, partition int32, n int) error
 // interval sets the commit interval.
 func interval(d time.Duration) func(*Options) { return func(o *Options) { o.CommitInterval = d } }
 
-// clientOpts adds client options.
-func clientOpts(opts ...kgo.Opt) func(*Options) {
-	return func(o *Options) { o.ClientOpts = append(o.ClientOpts, opts...) }
-}
-
 // start runs a processor of group "g" as instance id over a store in dir,
 // with a commit interval of 100 ms, a session timeout of 10 s and a
 // transaction timeout of 5 s unless opts change them, until the returned
@@ -129,6 +124,9 @@ func (rc *runCluster) start(t *testing.T, dir, id string, obs Observer, opts ...
 		Partitions: map[string]int32{hoInput: n, hoInput + ".deduped": n, "dedup.audit": n, hoChangelog: n},
 		Store:      store, Log: testLog(), Observer: obs,
 		SessionTimeout: 10 * time.Second, TransactionTimeout: 5 * time.Second,
+		// franz-go's Close races a fetch in flight on the fetch session's
+		// fields; the race detector would fail the test on it.
+		ClientOpts: []kgo.Opt{kgo.DisableFetchSessions()},
 	}
 	for _, fn := range opts {
 		fn(&o)
@@ -162,7 +160,7 @@ func (rc *runCluster) start(t *testing.T, dir, id string, obs Observer, opts ...
 // more than want records, or on ctx's end first.
 func (rc *runCluster) waitOutputs(ctx context.Context, t *testing.T, want int, quiet time.Duration) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(rc.c.ListenAddrs()...), kgo.ConsumeTopics(hoInput+".deduped"),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(rc.c.ListenAddrs()...), kgo.ConsumeTopics(hoInput+".deduped"), kgo.DisableFetchSessions(),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +269,7 @@ func TestRestoreAfterRewindOnSlowLeader(t *testing.T) {
 	// interval well above the leader's lag: the slower records always
 	// arrive while the transaction is open.
 	obs := newCountingObserver()
-	rc.start(t, t.TempDir(), "b", obs, interval(500*time.Millisecond), clientOpts(kgo.DisableFetchSessions()))
+	rc.start(t, t.TempDir(), "b", obs, interval(500*time.Millisecond))
 	select {
 	case <-obs.first:
 	case <-time.After(10 * time.Second):

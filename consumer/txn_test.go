@@ -103,7 +103,7 @@ func TestCommittedOffsetWithoutCommit(t *testing.T) {
 	if err := c.DeleteRecords("t", 0, 3); err != nil {
 		t.Fatal(err)
 	}
-	sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("t"),
+	sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("t"), kgo.DisableFetchSessions(),
 		kgo.TransactionalID("g-i"), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
