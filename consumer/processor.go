@@ -115,7 +115,7 @@ func (p *Processor) stalled(c client, key tp, err error) bool {
 	if !errors.As(err, &ke) || ke.Retriable {
 		return false
 	}
-	if c.Committed(key.topic, key.partition) >= 0 {
+	if _, known := p.committed(c, key); known {
 		return false // consumed: the client retries
 	}
 	if last, ok := p.stallRejoins[key]; ok && time.Since(last) < stallRejoinEvery {
@@ -472,8 +472,10 @@ func (p *Processor) applyRebalances() {
 // first revocation before the next End, but its client drops a revoked
 // partition's entry whatever the callback.
 func (p *Processor) gone(key tp) bool {
-	if c := p.cl; c != nil && c.Committed(key.topic, key.partition) < 0 {
-		return true
+	if c := p.cl; c != nil {
+		if _, known := p.committed(c, key); !known {
+			return true
+		}
 	}
 	return p.revokedPending(key)
 }
@@ -668,7 +670,14 @@ type client interface {
 type txnClient struct{ *kgo.GroupTransactSession }
 
 func (c txnClient) StableOffsets(ctx context.Context, group string) (kadm.OffsetResponses, error) {
-	return kadm.NewClient(c.Client()).FetchOffsets(kadm.RequireStable(ctx), group)
+	return stableOffsets(ctx, c.Client(), group)
+}
+
+// stableOffsets asks group's coordinator for its committed offsets with
+// RequireStable: an offset commit still pending in a transaction is
+// reported as UNSTABLE_OFFSET_COMMIT, never taken for the older offset.
+func stableOffsets(ctx context.Context, cl *kgo.Client, group string) (kadm.OffsetResponses, error) {
+	return kadm.NewClient(cl).FetchOffsets(kadm.RequireStable(ctx), group)
 }
 
 func (c txnClient) Flush(ctx context.Context) error { return c.Client().Flush(ctx) }
@@ -698,7 +707,7 @@ func (c *alosClient) PollRecords(ctx context.Context, n int) kgo.Fetches {
 }
 func (c *alosClient) Begin() error { return nil }
 func (c *alosClient) StableOffsets(ctx context.Context, group string) (kadm.OffsetResponses, error) {
-	return kadm.NewClient(c.cl).FetchOffsets(kadm.RequireStable(ctx), group)
+	return stableOffsets(ctx, c.cl, group)
 }
 func (c *alosClient) Flush(ctx context.Context) error { return c.cl.Flush(ctx) }
 func (c *alosClient) Committed(topic string, partition int32) int64 {
@@ -1299,8 +1308,8 @@ func (p *Processor) commitLanded(ctx context.Context, c client) error {
 		if o.Err != nil {
 			return fmt.Errorf("transaction reported aborted; the group's offset of %s/%d: %w", key.topic, key.partition, o.Err)
 		}
-		known := c.Committed(key.topic, key.partition)
-		if known < 0 {
+		known, ok := p.committed(c, key)
+		if !ok {
 			// Revoked: the client dropped it, and its new owner starts
 			// from the coordinator's offset, whatever this transaction did.
 			continue

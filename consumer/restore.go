@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -70,13 +69,12 @@ func (p *Processor) restore(ctx context.Context, st *partState, to int64) error 
 	switch out {
 	case changelogReached:
 		return nil
-	case changelogMovedBack:
-		log.Warn().Int64("committed", to).Msg("the changelog holds transactions beyond the group's committed offset (offsets reset?): dropping the state and rebuilding from the input")
-		if err := p.dropState(st); err != nil {
-			return err
+	case changelogMovedBack, changelogUnconfirmed:
+		why := "the changelog holds transactions beyond the group's committed offset (offsets reset?)"
+		if out == changelogUnconfirmed {
+			why = "changes written ahead of their marker were never confirmed by one"
 		}
-	case changelogUnconfirmed:
-		log.Warn().Int64("committed", to).Msg("changes written ahead of their marker were never confirmed by one: dropping the state and rebuilding from the input")
+		log.Warn().Int64("committed", to).Msg(why + ": dropping the state and rebuilding from the input")
 		if err := p.dropState(st); err != nil {
 			return err
 		}
@@ -338,11 +336,10 @@ func (p *Processor) beyondTarget(ctx context.Context, cl *kgo.Client, st *partSt
 	if p.gone(st.tp) {
 		return 0, errRevoked
 	}
-	// Stable: an offset commit still pending in a transaction (the
-	// changelog's commit marker can be written before the offsets') is
-	// not taken for the old offset.
-	fctx, cancel := context.WithTimeout(kadm.RequireStable(ctx), p.opts.RestoreStallTimeout)
-	offs, err := kadm.NewClient(cl).FetchOffsets(fctx, p.opts.Group)
+	// Stable: the changelog's commit marker can be written before the
+	// offsets' one.
+	fctx, cancel := context.WithTimeout(ctx, p.opts.RestoreStallTimeout)
+	offs, err := stableOffsets(fctx, cl, p.opts.Group)
 	cancel()
 	if errors.Is(err, kerr.UnstableOffsetCommit) {
 		return 0, fmt.Errorf("%w: %s/%d: the group's offsets are being committed: %w", errStaleTarget, st.tp.topic, st.tp.partition, err)
