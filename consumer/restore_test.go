@@ -93,6 +93,18 @@ func (f *restoreFixture) transaction(t *testing.T, input int64, keys ...int) {
 	f.produce(t, rs...)
 }
 
+// chunkedTransaction writes, as the transaction of input offset input,
+// entries for keys 100 to 100+restoreChunk+4: more than a restore holds
+// before it writes them ahead of their marker.
+func (f *restoreFixture) chunkedTransaction(t *testing.T, input int64) {
+	t.Helper()
+	keys := make([]int, restoreChunk+5)
+	for i := range keys {
+		keys[i] = 100 + i
+	}
+	f.transaction(t, input, keys...)
+}
+
 func (f *restoreFixture) produce(t *testing.T, rs ...*kgo.Record) {
 	t.Helper()
 	if err := f.cl.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
@@ -189,11 +201,7 @@ func TestRestoreOffsetsMovedBack(t *testing.T) {
 	f := newRestoreFixture(t)
 	f.inputs(t, 25)
 	f.transaction(t, 10, 1, 2, 3)
-	many := make([]int, restoreChunk+5)
-	for i := range many {
-		many[i] = 100 + i
-	}
-	f.transaction(t, 20, many...)
+	f.chunkedTransaction(t, 20)
 	f.commitGroup(t, 10)
 	st, err := f.p.partition(tp{hoInput, 0})
 	if err != nil {
@@ -338,11 +346,7 @@ func (o *restoreSteps) Restored(_ string, _ int32, done, total int64) {
 // changes by a marker or, as here, drops them.
 func TestRestoreAheadNotTrusted(t *testing.T) {
 	f := newRestoreFixture(t)
-	many := make([]int, restoreChunk+5)
-	for i := range many {
-		many[i] = 100 + i
-	}
-	f.transaction(t, 20, many...)
+	f.chunkedTransaction(t, 20)
 	f.commitGroup(t, 20)
 	st, err := f.p.partition(tp{hoInput, 0})
 	if err != nil {

@@ -193,6 +193,16 @@ func (rc *runCluster) waitOutputs(ctx context.Context, t *testing.T, want int, q
 	}
 }
 
+// decideThenLeave runs instance a until the output holds want records,
+// then stops it: the group's offsets and the changelog are another
+// instance's when the next one starts.
+func (rc *runCluster) decideThenLeave(ctx context.Context, t *testing.T, want int) {
+	t.Helper()
+	stop := rc.start(t, t.TempDir(), "a", nil)
+	rc.waitOutputs(ctx, t, want, 0)
+	stop()
+}
+
 // slowFetches delays every fetch that node answers by d: a leader in
 // another zone, or a busier broker.
 func slowFetches(c *kfake.Cluster, node int32, d time.Duration) {
@@ -226,10 +236,7 @@ func TestRestoreAfterRewindOnSlowLeader(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Instance a decides everything so far, then leaves.
-	stopA := rc.start(t, t.TempDir(), "a", nil)
-	rc.waitOutputs(ctx, t, 600, 0)
-	stopA()
+	rc.decideThenLeave(ctx, t, 600)
 
 	if err := rc.produce(ctx, 0, 200); err != nil {
 		t.Fatal(err)
@@ -348,9 +355,7 @@ func TestRestoreStallLeavesGroup(t *testing.T) {
 	if err := rc.produce(ctx, 0, 100); err != nil {
 		t.Fatal(err)
 	}
-	stopA := rc.start(t, t.TempDir(), "a", nil)
-	rc.waitOutputs(ctx, t, 100, 0)
-	stopA()
+	rc.decideThenLeave(ctx, t, 100)
 	if err := rc.produce(ctx, 0, 100); err != nil {
 		t.Fatal(err)
 	}
