@@ -44,6 +44,15 @@ type Config struct {
 	// ChangelogTopic receives every state change, for handover between
 	// instances. Default: "<group>.changelog".
 	ChangelogTopic string `yaml:"changelog_topic"`
+	// Changelog turns the changelog on or off. Off (false), kdedup writes
+	// no changelog records, which saves their cost in every transaction,
+	// and a partition that moves to an instance without its state, or
+	// whose local state was lost, is rebuilt by replaying its input from
+	// the start: exact only while the input topics still hold every
+	// record back to the oldest live key's first copy, and as slow as
+	// that replay. Under at_least_once no changelog is written either
+	// way. Default: true.
+	Changelog *bool `yaml:"changelog"`
 	// Guarantee is exactly_once (Kafka transactions) or at_least_once.
 	// Default: exactly_once.
 	Guarantee string `yaml:"guarantee"`

@@ -127,6 +127,7 @@ func TestGoodFiles(t *testing.T) {
 			StateDir:       "./data",
 			AuditTopic:     "dedup.audit",
 			ChangelogTopic: "kdedup.changelog",
+			Changelog:      boolPtr(true),
 			Guarantee:      ExactlyOnce,
 			CommitInterval: Duration(100 * time.Millisecond),
 			AdminAddr:      "127.0.0.1:8080",
@@ -176,6 +177,7 @@ func TestGoodFiles(t *testing.T) {
 			StateDir:       "./data",
 			AuditTopic:     "dedup.audit",
 			ChangelogTopic: "kdedup.changelog",
+			Changelog:      boolPtr(true),
 			Guarantee:      "exactly_once",
 			CommitInterval: Duration(100 * time.Millisecond),
 			AdminAddr:      "", // disabled
@@ -242,6 +244,21 @@ func TestGoodFiles(t *testing.T) {
 		c := mustLoad(t, LoadOptions{File: "testdata/lateness-zero.good.yaml"})
 		if l := c.Streams[0].Lateness; l == nil || *l != 0 {
 			t.Errorf("lateness = %v, want an explicit 0", l)
+		}
+	})
+
+	t.Run("changelog", func(t *testing.T) {
+		c := mustLoad(t, LoadOptions{File: "testdata/changelog-off.good.yaml"})
+		if c.Changelog == nil || *c.Changelog {
+			t.Errorf("changelog = %v, want an explicit false", c.Changelog)
+		}
+		c = mustLoad(t, LoadOptions{File: "testdata/minimal.good.yaml"})
+		if c.Changelog == nil || !*c.Changelog {
+			t.Errorf("changelog = %v, want the default true", c.Changelog)
+		}
+		c = mustLoad(t, LoadOptions{File: "testdata/minimal.good.yaml", Env: []string{"KDEDUP_CHANGELOG=false"}})
+		if c.Changelog == nil || *c.Changelog {
+			t.Errorf("KDEDUP_CHANGELOG=false: changelog = %v, want false", c.Changelog)
 		}
 	})
 
@@ -534,3 +551,5 @@ func TestParseOverride(t *testing.T) {
 }
 
 func durationPtr(d time.Duration) *Duration { c := Duration(d); return &c }
+
+func boolPtr(b bool) *bool { return &b }

@@ -58,6 +58,10 @@ func (c *Config) EnsureDefaults() {
 	if c.Guarantee == "" {
 		c.Guarantee = ExactlyOnce
 	}
+	if c.Changelog == nil {
+		on := true
+		c.Changelog = &on
+	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}

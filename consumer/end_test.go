@@ -51,34 +51,64 @@ func (c *lateClient) End(ctx context.Context, commit bool) (bool, error) {
 	return commit, nil
 }
 
+// testProcessor returns a Processor for tests that drive its methods
+// directly, with a Writer as New would build it.
+func testProcessor(opts Options) *Processor {
+	p := &Processor{log: zerolog.Nop(), obs: nopObserver{}, parts: map[tp]*partState{}, assigned: map[tp]bool{}, opts: opts}
+	p.w = producer.NewWriter(producer.WriterOptions{AuditTopic: opts.AuditTopic, AuditPartitions: 3, Limits: opts.Limits})
+	p.txn.reset()
+	return p
+}
+
+// pushStream returns a stream push (header key) of push-events, whose
+// repartition topic, if repartition, is g.push.repartition.
+func pushStream(t *testing.T, repartition bool) *streamRun {
+	t.Helper()
+	rules, err := dedup.Compile(config.Stream{Name: "push", Input: "push-events", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &streamRun{Stream: Stream{Rules: rules, Input: "push-events", Output: "push-events.deduped"}, eng: dedup.NewEngine(rules),
+		out: producer.Stream{Name: "push", Output: "push-events.deduped", OutputPartitions: 3, InputPartitions: 3}}
+	if repartition {
+		s.Repartition, s.out.Repartition, s.out.RepartitionPartitions = "g.push.repartition", "g.push.repartition", 3
+	}
+	return s
+}
+
 // TestEndWaitsForOutcomes: a record that fails only while the transaction
 // ends must make it abort (a session's End commits whatever its produces
-// did), and the refusal is kept for the retry.
+// did), and the refusal is kept for the retry, which audits the record as
+// refused instead of producing it again.
 func TestEndWaitsForOutcomes(t *testing.T) {
-	p := &Processor{log: zerolog.Nop(), obs: nopObserver{}, parts: map[tp]*partState{}, refusals: map[coord]error{}, fwdNext: map[tp]int64{}, assigned: map[tp]bool{},
-		opts: Options{TransactionTimeout: time.Second}}
+	p := testProcessor(Options{AuditTopic: "dedup.audit", TransactionTimeout: time.Second})
+	s := pushStream(t, false)
 	c := &lateClient{fail: "push-events.deduped"}
-	p.inTxn = true
-	at := coord{tp: tp{"push-events", 0}, offset: 7}
-	p.produce(context.Background(), c, at, &kgo.Record{Topic: "push-events.deduped", Value: []byte("v")})
+	at := producer.Coord{Topic: "push-events", Partition: 0, Offset: 7}
+	in := &kgo.Record{Topic: "push-events", Offset: 7, Value: []byte("v")}
+	first := &dedup.Decision{Reason: dedup.FirstSeen}
+	p.txn.open = true
+	p.w.Decided(context.Background(), c, &s.out, at, in, first)
 	if err := p.end(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
 	if len(c.ended) != 1 || c.ended[0] {
 		t.Fatalf("End called with commit=%v: a refused record must abort the transaction", c.ended)
 	}
-	if p.refused(at) == nil {
-		t.Fatal("the refusal was not kept for the retry")
+	// The retry: the refusal is remembered, the record audited as too
+	// large, and nothing fails: it commits.
+	var got []*kgo.Record
+	rc := &recordingClient{got: &got}
+	p.txn.open = true
+	p.w.Decided(context.Background(), rc, &s.out, at, in, first)
+	if len(got) != 1 || got[0].Topic != "dedup.audit" {
+		t.Fatalf("the retry produced %v, want the record audited: the refusal was not kept", got)
 	}
-	// Nothing fails the next time: it commits.
-	c.fail = ""
-	p.inTxn = true
-	p.produce(context.Background(), c, at, &kgo.Record{Topic: "dedup.audit"})
-	if err := p.end(context.Background(), c); err != nil {
+	if err := p.end(context.Background(), rc); err != nil {
 		t.Fatal(err)
 	}
-	if len(c.ended) != 2 || !c.ended[1] {
-		t.Fatalf("End called with commit=%v, want a commit", c.ended)
+	if len(rc.ended) != 1 || !rc.ended[0] {
+		t.Fatalf("End called with commit=%v, want a commit", rc.ended)
 	}
 }
 
@@ -86,13 +116,8 @@ func TestEndWaitsForOutcomes(t *testing.T) {
 // audited as refused by that topic, not forwarded (where it would abort
 // every retry).
 func TestForwardRefused(t *testing.T) {
-	rules, err := dedup.Compile(config.Stream{Name: "push", Input: "push-events", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Processor{log: zerolog.Nop(), obs: nopObserver{}, parts: map[tp]*partState{}, refusals: map[coord]error{}, fwdNext: map[tp]int64{}, assigned: map[tp]bool{},
-		opts: Options{AuditTopic: "dedup.audit", Limits: map[string]producer.Limits{"g.push.repartition": {TimestampAfter: time.Minute}}}}
-	s := &streamRun{Stream: Stream{Rules: rules, Input: "push-events", Repartition: "g.push.repartition"}, eng: dedup.NewEngine(rules), repParts: 3, auditParts: 3}
+	p := testProcessor(Options{AuditTopic: "dedup.audit", Limits: map[string]producer.Limits{"g.push.repartition": {TimestampAfter: time.Minute}}})
+	s := pushStream(t, true)
 	var got []*kgo.Record
 	c := &recordingClient{got: &got}
 	rec := func(ts time.Time) *kgo.Record {

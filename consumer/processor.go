@@ -2,7 +2,6 @@ package consumer
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kdedup/kdedup/config"
@@ -92,39 +90,6 @@ func rebuildReason(err error) string {
 	return RebuildUnknownOutcome
 }
 
-// stallRejoinEvery bounds how often one partition's fetch errors make the
-// session rejoin: once is what a dropped partition needs; a broker that
-// keeps failing must not turn into a rejoin loop that aborts every
-// transaction.
-const stallRejoinEvery = 5 * time.Minute
-
-// stalled reports whether the fetch error err of key means the client
-// stopped consuming key, so that the session must rejoin: a non-retryable
-// broker error (franz-go retries retryable ones itself, and goes on after
-// data loss, which it reports as *kgo.ErrDataLoss) on an assigned
-// partition the client keeps no offsets for. franz-go keeps a partition
-// whose fetches fail and retries them; one whose committed offset it
-// could not fetch it drops from the assignment and reports once, as here.
-// At most once per stallRejoinEvery for a partition.
-func (p *Processor) stalled(c client, key tp, err error) bool {
-	var loss *kgo.ErrDataLoss
-	if errors.As(err, &loss) || errors.Is(err, kgo.ErrClientClosed) {
-		return false
-	}
-	var ke *kerr.Error
-	if !errors.As(err, &ke) || ke.Retriable {
-		return false
-	}
-	if _, known := p.committed(c, key); known {
-		return false // consumed: the client retries
-	}
-	if last, ok := p.stallRejoins[key]; ok && time.Since(last) < stallRejoinEvery {
-		return false
-	}
-	p.stallRejoins[key] = time.Now()
-	return true
-}
-
 type nopObserver struct{}
 
 func (nopObserver) Decided(string, dedup.Reason)         {}
@@ -151,6 +116,11 @@ type Options struct {
 	// made it, and is where a partition's state is restored from when it
 	// moves (package state's changelog format).
 	ChangelogTopic string
+	// NoChangelog writes no changelog records under exactly_once either
+	// (config's changelog: false): partitions are then restored by
+	// replaying their input, as under at_least_once. Default: false, the
+	// changelog is written.
+	NoChangelog bool
 	// RetireLimit caps the expired keys retired (deleted, with a changelog
 	// tombstone) per partition per transaction, so that a burst of expiry
 	// does not make one transaction huge. Default: 1,000.
@@ -228,17 +198,12 @@ type Processor struct {
 	ready    atomic.Bool
 	restores atomic.Int32
 
-	// Per transaction.
-	failed   atomic.Bool     // a produce failed: the transaction must abort
-	failMu   sync.Mutex      // guards failErr and refusals
-	failErr  error           // the first produce failure
-	refusals map[coord]error // input records whose output or audit record a topic refused, with the error; pruned on commit
-	fwdNext  map[tp]int64    // per forwarded input partition, the offset after its last record in the open transaction
-	hdrs     []dedup.Header  // scratch
-	txnStart time.Time
-	txnRecs  int
-	inTxn    bool
-	rewind   bool // abort the open transaction to restore a partition first
+	// w produces the transactions' records and knows whether the open
+	// one failed.
+	w *producer.Writer
+	// txn is the open transaction.
+	txn  transaction
+	hdrs []dedup.Header // scratch of record
 }
 
 type tp struct {
@@ -246,19 +211,10 @@ type tp struct {
 	partition int32
 }
 
-type coord struct {
-	tp
-	offset int64
-	audit  bool // the refused record was the audit record
-}
-
 type streamRun struct {
 	Stream
-	eng        *dedup.Engine
-	inParts    int32
-	repParts   int32 // partitions of the repartition topic
-	outParts   int32
-	auditParts int32
+	eng *dedup.Engine
+	out producer.Stream // what the Writer needs of it
 }
 
 // partState is one assigned partition: its keyspace, the open
@@ -275,11 +231,6 @@ type partState struct {
 	// transaction wrote for the partition (0: none yet); produce promises
 	// raise it.
 	clNext atomic.Int64
-}
-
-type rebalanceEvent struct {
-	assigned bool
-	parts    map[string][]int32
 }
 
 // New checks the options and returns a Processor.
@@ -330,8 +281,6 @@ func New(opts Options) (*Processor, error) {
 		parts:        map[tp]*partState{},
 		assigned:     map[tp]bool{},
 		stallRejoins: map[tp]time.Time{},
-		refusals:     map[coord]error{},
-		fwdNext:      map[tp]int64{},
 		txnID:        opts.Group + "-" + opts.InstanceID,
 		clParts:      opts.Partitions[opts.ChangelogTopic],
 	}
@@ -341,20 +290,25 @@ func New(opts Options) (*Processor, error) {
 	if p.obs == nil {
 		p.obs = nopObserver{}
 	}
+	auditParts := opts.Partitions[opts.AuditTopic]
 	for _, s := range opts.Streams {
 		sr := &streamRun{
-			Stream:     s,
-			eng:        dedup.NewEngine(s.Rules),
-			inParts:    opts.Partitions[s.Input],
-			outParts:   opts.Partitions[s.Output],
-			auditParts: opts.Partitions[opts.AuditTopic],
+			Stream: s,
+			eng:    dedup.NewEngine(s.Rules),
+			out: producer.Stream{
+				Name:                  s.Rules.Name(),
+				Output:                s.Output,
+				OutputPartitions:      opts.Partitions[s.Output],
+				InputPartitions:       opts.Partitions[s.Input],
+				Repartition:           s.Repartition,
+				RepartitionPartitions: opts.Partitions[s.Repartition],
+			},
 		}
-		if sr.inParts == 0 || sr.outParts == 0 || sr.auditParts == 0 {
+		if sr.out.InputPartitions == 0 || sr.out.OutputPartitions == 0 || auditParts == 0 {
 			errs = append(errs, fmt.Errorf("stream %s: partition counts of %s, %s and %s unknown", s.Rules.Name(), s.Input, s.Output, opts.AuditTopic))
 		}
 		if s.Repartition != "" {
-			sr.repParts = opts.Partitions[s.Repartition]
-			if sr.repParts == 0 {
+			if sr.out.RepartitionPartitions == 0 {
 				errs = append(errs, fmt.Errorf("stream %s: partition count of %s unknown", s.Rules.Name(), s.Repartition))
 			}
 			p.streams[s.Repartition] = sr
@@ -366,7 +320,22 @@ func New(opts Options) (*Processor, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrOptions, errors.Join(errs...))
 	}
+	wo := producer.WriterOptions{AuditTopic: opts.AuditTopic, AuditPartitions: auditParts, Limits: opts.Limits}
+	if p.changelogs() {
+		wo.ChangelogTopic, wo.ChangelogPartitions = opts.ChangelogTopic, p.clParts
+	}
+	p.w = producer.NewWriter(wo)
+	p.txn.reset()
 	return p, nil
+}
+
+// changelogs reports whether transactions write the changelog: under
+// exactly_once unless turned off. Without transactions the changelog
+// could hold changes of records whose offsets never committed (a crash
+// between the two), which a restore cannot tell from committed ones;
+// partitions there are restored by replaying the input.
+func (p *Processor) changelogs() bool {
+	return p.opts.Guarantee == config.ExactlyOnce && !p.opts.NoChangelog
 }
 
 // Ready reports whether the processor is consuming with every assigned
@@ -417,85 +386,6 @@ func (p *Processor) groupOpts() []kgo.Opt {
 		opts = append(opts, kgo.DisableAutoCommit())
 	}
 	return opts
-}
-
-// rebalanced runs in the group's goroutine: it only queues the event for
-// the processing loop, which owns the partitions.
-func (p *Processor) rebalanced(assigned bool, m map[string][]int32) {
-	if len(m) == 0 {
-		return
-	}
-	p.events.Lock()
-	p.pending = append(p.pending, rebalanceEvent{assigned, m})
-	p.events.Unlock()
-}
-
-// applyRebalances applies queued assignments and revocations: a revoked
-// partition's batch is dropped (its transaction aborts) and its keyspace
-// closed; an assigned one is checked before its next record.
-func (p *Processor) applyRebalances() {
-	p.events.Lock()
-	evs := p.pending
-	p.pending = nil
-	p.events.Unlock()
-	for _, ev := range evs {
-		for topic, ps := range ev.parts {
-			for _, n := range ps {
-				key := tp{topic, n}
-				if ev.assigned {
-					p.log.Info().Str("topic", topic).Int32("partition", n).Msg("partition assigned")
-					p.assigned[key] = true
-					if st, ok := p.parts[key]; ok {
-						st.check = true
-					}
-					continue
-				}
-				p.log.Info().Str("topic", topic).Int32("partition", n).Msg("partition revoked")
-				delete(p.assigned, key)
-				if st, ok := p.parts[key]; ok {
-					if st.batch != nil {
-						st.batch.Discard()
-					}
-					st.part.Close()
-					delete(p.parts, key)
-				}
-			}
-		}
-	}
-}
-
-// gone reports whether key was revoked or lost since the last
-// applyRebalances: a restore, which runs in the processing goroutine while
-// the group's goroutine goes on, checks it to give the partition up at
-// once. Either its revocation is queued, or the session's client no longer
-// knows its committed offset: a GroupTransactSession passes on only the
-// first revocation before the next End, but its client drops a revoked
-// partition's entry whatever the callback.
-func (p *Processor) gone(key tp) bool {
-	if c := p.cl; c != nil {
-		if _, known := p.committed(c, key); !known {
-			return true
-		}
-	}
-	return p.revokedPending(key)
-}
-
-// revokedPending reports whether a revocation (or loss) of key is queued
-// but not yet applied.
-func (p *Processor) revokedPending(key tp) bool {
-	p.events.Lock()
-	defer p.events.Unlock()
-	for _, ev := range p.pending {
-		if ev.assigned {
-			continue
-		}
-		for _, n := range ev.parts[key.topic] {
-			if n == key.partition {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // Run processes until ctx ends, then finishes or aborts the open
@@ -646,690 +536,6 @@ func (p *Processor) fence() {
 		return
 	}
 	p.log.Info().Str("transactional_id", p.txnID).Msg("no transaction left open")
-}
-
-// client is what the loop needs of a transactional session or of a plain
-// at-least-once client.
-type client interface {
-	PollRecords(ctx context.Context, n int) kgo.Fetches
-	Begin() error
-	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
-	// Flush waits until every record produced so far succeeded or failed.
-	Flush(ctx context.Context) error
-	// End ends the transaction (at-least-once: flushes and commits the
-	// offsets). An error means the outcome is unknown.
-	End(ctx context.Context, commit bool) (committed bool, err error)
-	// Committed returns the group's committed offset of a partition as the
-	// client knows it, or -1.
-	Committed(topic string, partition int32) int64
-	// StableOffsets asks group's coordinator for its committed offsets,
-	// waiting out (failing on) offset commits of open transactions.
-	StableOffsets(ctx context.Context, group string) (kadm.OffsetResponses, error)
-}
-
-type txnClient struct{ *kgo.GroupTransactSession }
-
-func (c txnClient) StableOffsets(ctx context.Context, group string) (kadm.OffsetResponses, error) {
-	return stableOffsets(ctx, c.Client(), group)
-}
-
-// stableOffsets asks group's coordinator for its committed offsets with
-// RequireStable: an offset commit still pending in a transaction is
-// reported as UNSTABLE_OFFSET_COMMIT, never taken for the older offset.
-func stableOffsets(ctx context.Context, cl *kgo.Client, group string) (kadm.OffsetResponses, error) {
-	return kadm.NewClient(cl).FetchOffsets(kadm.RequireStable(ctx), group)
-}
-
-func (c txnClient) Flush(ctx context.Context) error { return c.Client().Flush(ctx) }
-
-func (c txnClient) Committed(topic string, partition int32) int64 {
-	return committedOf(c.Client(), topic, partition)
-}
-
-func committedOf(cl *kgo.Client, topic string, partition int32) int64 {
-	if o, ok := cl.CommittedOffsets()[topic][partition]; ok {
-		return o.Offset
-	}
-	return -1
-}
-
-func (c txnClient) End(ctx context.Context, commit bool) (bool, error) {
-	return c.GroupTransactSession.End(ctx, kgo.TransactionEndTry(commit))
-}
-
-// alosClient is the at-least-once client: produce, flush, then commit the
-// offsets. A crash between the flush and the commit re-emits at most the
-// records of one commit interval.
-type alosClient struct{ cl *kgo.Client }
-
-func (c *alosClient) PollRecords(ctx context.Context, n int) kgo.Fetches {
-	return c.cl.PollRecords(ctx, n)
-}
-func (c *alosClient) Begin() error { return nil }
-func (c *alosClient) StableOffsets(ctx context.Context, group string) (kadm.OffsetResponses, error) {
-	return stableOffsets(ctx, c.cl, group)
-}
-func (c *alosClient) Flush(ctx context.Context) error { return c.cl.Flush(ctx) }
-func (c *alosClient) Committed(topic string, partition int32) int64 {
-	return committedOf(c.cl, topic, partition)
-}
-func (c *alosClient) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
-	c.cl.Produce(ctx, r, promise)
-}
-func (c *alosClient) End(ctx context.Context, commit bool) (bool, error) {
-	if err := c.cl.Flush(ctx); err != nil {
-		return false, err
-	}
-	if !commit {
-		// Something failed to produce: consume again from the committed
-		// offsets. Rebuilding the client rewinds it.
-		return false, errors.New("a record could not be produced; rewinding to the committed offsets")
-	}
-	if err := c.cl.CommitUncommittedOffsets(ctx); err != nil {
-		return false, err
-	}
-	return true, nil
-}
-
-// loop is the poll → decide → produce → commit cycle of one client.
-func (p *Processor) loop(ctx context.Context, c client) error {
-	p.cl = c
-	defer func() { p.cl = nil }()
-	for {
-		p.applyRebalances()
-		if ctx.Err() != nil {
-			if p.inTxn {
-				// Finish what was decided: a bounded, final commit.
-				fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				err := p.end(fctx, c)
-				cancel()
-				if err != nil {
-					p.log.Warn().Err(err).Msg("ending the last transaction on shutdown")
-				}
-			}
-			return nil
-		}
-		pollCtx, cancel := ctx, context.CancelFunc(func() {})
-		if p.inTxn {
-			pollCtx, cancel = context.WithDeadline(ctx, p.txnStart.Add(p.opts.CommitInterval))
-		}
-		fetches := c.PollRecords(pollCtx, p.opts.MaxPollRecords)
-		cancel()
-		if fetches.IsClientClosed() {
-			return errors.New("client closed")
-		}
-		var stalled error
-		fetches.EachError(func(t string, n int32, err error) {
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				return
-			}
-			if p.stalled(c, tp{t, n}, err) {
-				p.log.Error().Err(err).Str("topic", t).Int32("partition", n).Msg("fetch error that stopped the partition: rejoining the group")
-				stalled = errors.Join(stalled, fmt.Errorf("%s/%d: %w", t, n, err))
-				return
-			}
-			p.log.Warn().Err(err).Str("topic", t).Int32("partition", n).Msg("fetch error")
-		})
-		if stalled != nil {
-			// franz-go drops a partition whose committed offset could not
-			// be fetched (a non-retryable OffsetFetch error) from the
-			// assignment and reports it once, as here: nothing would
-			// consume it until the next rebalance. Rejoining fetches the
-			// offsets again. What the open transaction decided aborts.
-			return fmt.Errorf("%w: %w", errPartitionStalled, stalled)
-		}
-		p.applyRebalances()
-		if recs := fetches.Records(); len(recs) > 0 {
-			if err := p.process(ctx, c, recs); err != nil {
-				return err
-			}
-		} else if !p.inTxn {
-			p.ready.Store(true)
-		}
-		if p.inTxn && time.Since(p.txnStart) >= p.opts.CommitInterval {
-			if err := p.end(ctx, c); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// process decides and produces one poll's records, restoring partitions
-// first where their state is behind the group's committed offset.
-//
-// A restore never runs inside a transaction: it can take longer than the
-// transaction may stay open. Records of a partition that is behind,
-// arriving while a transaction is open, abort it (the client rewinds
-// every partition to its committed offset), and every partition of the
-// poll that is behind is then restored to its committed offset at once,
-// before the next poll. Restoring only when such records arrive while no
-// transaction is open would not be enough on several brokers: after the
-// rewind each broker's fetch answers in its own time, and if a
-// partition's leader is always slower than the others, its records would
-// always arrive second, inside the transaction the faster partitions
-// began, and abort it again, forever.
-func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) error {
-	first := map[tp]int64{}
-	for _, r := range recs {
-		if p.forwards[r.Topic] != nil {
-			continue // forwarded, not decided: no state
-		}
-		key := tp{r.Topic, r.Partition}
-		if _, ok := first[key]; !ok {
-			first[key] = r.Offset
-		}
-	}
-	var behind []*partState
-	for key, off := range first {
-		if !p.assigned[key] {
-			continue // revoked since the poll: its records are not decided, the transaction aborts
-		}
-		st, err := p.partition(key)
-		if err != nil {
-			return err
-		}
-		if !st.check {
-			continue
-		}
-		if p.behind(c, st, off) {
-			behind = append(behind, st)
-			continue
-		}
-		st.check = false
-	}
-	if len(behind) > 0 {
-		if p.inTxn && p.opts.Guarantee == config.ExactlyOnce {
-			// Committing now would commit the offsets of this poll's
-			// records, decided or not: abort, which rewinds to the
-			// committed offsets, then restore to those.
-			p.rewind = true
-			if err := p.end(ctx, c); err != nil {
-				return err
-			}
-			return p.restoreBehind(ctx, c, behind)
-		}
-		if err := p.restoreBehind(ctx, c, behind); err != nil {
-			return err
-		}
-	}
-	p.ready.Store(true)
-	if !p.inTxn {
-		if err := c.Begin(); err != nil {
-			return fmt.Errorf("beginning a transaction: %w", err)
-		}
-		p.inTxn = true
-		p.txnStart = time.Now()
-		p.txnRecs = 0
-	}
-	for _, r := range recs {
-		if fw := p.forwards[r.Topic]; fw != nil {
-			p.forward(ctx, c, fw, r)
-			continue
-		}
-		st := p.parts[tp{r.Topic, r.Partition}]
-		if st == nil || st.check {
-			// Revoked meanwhile (the transaction aborts), or not verified
-			// against the committed offset (not assigned: a revocation
-			// is pending).
-			continue
-		}
-		if err := p.decide(ctx, c, st, r); err != nil {
-			p.fail(err)
-		}
-	}
-	return nil
-}
-
-// restoreBehind restores each partition of sts, one after another, to the
-// group's committed offset. Rebalances are applied between restores: a
-// partition revoked meanwhile is skipped (a restore running when its
-// partition is revoked stops), so that no restore works towards an offset
-// that went stale.
-func (p *Processor) restoreBehind(ctx context.Context, c client, sts []*partState) error {
-	for _, st := range sts {
-		p.applyRebalances()
-		if !p.assigned[st.tp] || p.parts[st.tp] != st {
-			continue
-		}
-		to, ok := p.committed(c, st.tp)
-		if !ok {
-			// Records polled, yet no committed offset known: the client
-			// dropped the partition, which it does on a revocation (the
-			// session reports only the first revocation before the next
-			// End, so this one may not be queued). Its records are not
-			// decided; the transaction aborts.
-			p.log.Info().Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Msg("partition no longer consumed by the client: not restored")
-			continue
-		}
-		err := p.restore(ctx, st, to)
-		if errors.Is(err, errRevoked) {
-			p.log.Info().Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Msg("partition revoked during its restore: restore stopped")
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("restoring %s/%d: %w", st.tp.topic, st.tp.partition, err)
-		}
-		st.check = false
-	}
-	return nil
-}
-
-// behind reports whether st's state needs a restore before its record at
-// offset first: its stamp is neither first nor the group's committed
-// offset (the first record may lie beyond that: transaction markers take
-// offsets), or it holds changes ahead of its stamp (state.Stamp.Ahead). A
-// committed offset the client does not know counts as behind:
-// restoreBehind then decides.
-func (p *Processor) behind(c client, st *partState, first int64) bool {
-	stamp := st.part.Stamp()
-	if stamp.Ahead {
-		return true // holds changes no marker confirmed: restore further
-	}
-	in := stamp.Input
-	if in == first {
-		return false
-	}
-	to, ok := p.committed(c, st.tp)
-	return !ok || in != to
-}
-
-// committed returns the group's committed offset of key as the session
-// knows it: fetched when the partition was assigned, moved by each
-// commit. The client drops the entry of a partition it stops consuming.
-//
-// A partition the group never committed has offset 0 here once a record
-// of it was polled (franz-go starts such a partition's entry at offset 0;
-// TestCommittedOffsetWithoutCommit pins this): its state must then reflect
-// nothing, whatever offset its first record has. Not known (false): the
-// session has no entry for the partition, which happens only once it is
-// revoked.
-func (p *Processor) committed(c client, key tp) (int64, bool) {
-	o := c.Committed(key.topic, key.partition)
-	return o, o >= 0
-}
-
-// partition returns the state of an assigned partition, opening its
-// keyspace on first use.
-func (p *Processor) partition(key tp) (*partState, error) {
-	if st, ok := p.parts[key]; ok {
-		return st, nil
-	}
-	s := p.streams[key.topic]
-	if s == nil {
-		return nil, fmt.Errorf("record of %s, which no stream reads", key.topic)
-	}
-	part, err := p.opts.Store.OpenPartition(key.topic, key.partition, s.Rules.Lateness())
-	if err != nil {
-		return nil, err
-	}
-	st := &partState{s: s, tp: key, part: part, check: true}
-	p.parts[key] = st
-	p.obs.Keys(key.topic, key.partition, part.Stamp().Keys)
-	return st, nil
-}
-
-// forward writes input record r of a repartitioning stream to its
-// repartition topic, to the partition of its scoped key's hash (a record
-// without a valid key keeps its partition number: it is audited wherever
-// it goes), in the open transaction.
-func (p *Processor) forward(ctx context.Context, c client, s *streamRun, r *kgo.Record) {
-	part := r.Partition % s.repParts
-	if h, ok := s.eng.Route(p.record(r)); ok {
-		part = int32(binary.BigEndian.Uint64(h[:8]) % uint64(s.repParts))
-	}
-	p.txnRecs++
-	at := coord{tp: tp{r.Topic, r.Partition}, offset: r.Offset}
-	p.fwdNext[at.tp] = r.Offset + 1
-	out := producer.Forward(r, s.Repartition, part)
-	now := time.Now()
-	if err := p.refusal(at, out, now); err != nil {
-		// The repartition topic refuses it: undecided, it is audited as
-		// refused by that topic rather than lost or retried forever.
-		out = p.repaired(at, producer.Refused(r, p.opts.AuditTopic, s.auditParts, s.Rules.Name(), s.Repartition, &dedup.Decision{}, err), now)
-	}
-	p.produce(ctx, c, at, out)
-}
-
-// unwrapped returns the input record a record of st stands for: for a
-// repartition topic, the original with its own coordinates and headers.
-func (p *Processor) unwrapped(st *partState, r *kgo.Record) *kgo.Record {
-	if st.s.Repartition == "" {
-		return r
-	}
-	if in, ok := producer.Unwrap(r); ok {
-		return in
-	}
-	return r
-}
-
-// decide decides one record and produces its output or audit record.
-func (p *Processor) decide(ctx context.Context, c client, st *partState, rr *kgo.Record) error {
-	// rr is the record consumed (its offset is the partition's); r the
-	// input record it stands for, whose coordinates, key and headers the
-	// decision and its output or audit record carry.
-	r := p.unwrapped(st, rr)
-	if st.batch == nil {
-		st.batch = st.part.NewBatch()
-		st.clNext.Store(0)
-	}
-	d, err := st.s.eng.Decide(st.batch, p.record(r))
-	if err != nil {
-		return err
-	}
-	st.next = rr.Offset + 1
-	p.txnRecs++
-	p.obs.Decided(st.s.Rules.Name(), d.Reason)
-	at := coord{tp: st.tp, offset: rr.Offset}
-	var out *kgo.Record
-	now := time.Now()
-	if d.Reason == dedup.FirstSeen {
-		out = producer.Output(r, st.s.Output, st.s.outParts, st.s.inParts)
-		if err := p.refusal(at, out, now); err != nil {
-			// The output refused it before, or would: audit it instead.
-			out = producer.Refused(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), st.s.Output, &d, err)
-		}
-	} else {
-		out = producer.Audit(r, p.opts.AuditTopic, st.s.auditParts, st.s.Rules.Name(), &d)
-	}
-	out = p.repaired(at, out, now)
-	if d.Stored {
-		k, v := state.EntryChange(st.tp.topic, st.tp.partition, d.Hash, &d.Entry)
-		p.changelog(ctx, c, st, k, v)
-	}
-	p.produce(ctx, c, at, out)
-	return nil
-}
-
-// produce produces out, the output, audit or repartition record of the
-// input record at at, in the open transaction. A refusal of out for what
-// it is is remembered, so that the retry after the abort routes it to the
-// audit (or repairs its audit record) instead of looping.
-func (p *Processor) produce(ctx context.Context, c client, at coord, out *kgo.Record) {
-	isAudit := out.Topic == p.opts.AuditTopic
-	// Not ctx: a shutdown must finish the open transaction (End commits
-	// it), not fail its records half way, which would leave an abort the
-	// broker may never see.
-	c.Produce(context.WithoutCancel(ctx), out, func(_ *kgo.Record, err error) {
-		if err == nil {
-			return
-		}
-		if producer.Refusal(err) && p.opts.Limits[out.Topic].Culprit(out, err, time.Now()) {
-			p.failMu.Lock()
-			p.refusals[coord{tp: at.tp, offset: at.offset, audit: isAudit}] = err
-			p.failMu.Unlock()
-			err = fmt.Errorf("%s refused the record of %s/%d/%d: %w", out.Topic, at.topic, at.partition, at.offset, err)
-		}
-		p.fail(err)
-	})
-}
-
-// changelog produces a changelog record of st's state in the open
-// transaction.
-//
-// Under at_least_once nothing is written: without transactions the
-// changelog could hold changes of records whose offsets never committed
-// (a crash between the two), which a restore cannot tell from committed
-// ones; partitions there are restored by replaying the input.
-func (p *Processor) changelog(ctx context.Context, c client, st *partState, key, value []byte) {
-	if p.opts.Guarantee != config.ExactlyOnce {
-		return
-	}
-	r := producer.Changelog(p.opts.ChangelogTopic, p.clParts, st.tp.partition, key, value)
-	c.Produce(context.WithoutCancel(ctx), r, func(r *kgo.Record, err error) {
-		if err != nil {
-			p.fail(fmt.Errorf("writing the changelog of %s/%d: %w", st.tp.topic, st.tp.partition, err))
-			return
-		}
-		for {
-			cur := st.clNext.Load()
-			if r.Offset+1 <= cur || st.clNext.CompareAndSwap(cur, r.Offset+1) {
-				return
-			}
-		}
-	})
-}
-
-// finishChanges ends each partition's changes of the open transaction in
-// the changelog: tombstones of the keys retired as of the batch's
-// watermark (deleted in the batch too), then the marker saying which
-// input offset and watermark the partition's state reflects once the
-// transaction commits.
-func (p *Processor) finishChanges(ctx context.Context, c client) error {
-	for _, st := range p.parts {
-		if st.batch == nil {
-			continue
-		}
-		_, _, err := st.batch.Retire(p.opts.RetireLimit, func(h dedup.Hash) {
-			p.changelog(ctx, c, st, state.Tombstone(st.tp.topic, st.tp.partition, h), nil)
-		})
-		if err != nil {
-			return fmt.Errorf("retiring expired keys of %s/%d: %w", st.tp.topic, st.tp.partition, err)
-		}
-		k, v := state.MarkerChange(st.tp.topic, st.tp.partition, st.next, st.batch.EventTime())
-		p.changelog(ctx, c, st, k, v)
-	}
-	return nil
-}
-
-// refusal returns why out, the record produced for the input at at, will
-// be refused: a refusal met before (remembered by produce) or one its
-// topic's limits predict; nil if none.
-func (p *Processor) refusal(at coord, out *kgo.Record, now time.Time) error {
-	at.audit = out.Topic == p.opts.AuditTopic
-	if err := p.refused(at); err != nil {
-		return err
-	}
-	return p.opts.Limits[out.Topic].Refuses(out, now)
-}
-
-// repaired returns out, or, for an audit record its topic refused before
-// or would refuse, what the audit topic can take (producer.Repaired).
-func (p *Processor) repaired(at coord, out *kgo.Record, now time.Time) *kgo.Record {
-	if out.Topic != p.opts.AuditTopic {
-		return out
-	}
-	if err := p.refusal(at, out, now); err != nil {
-		return producer.Repaired(out, err, now)
-	}
-	return out
-}
-
-// refused returns the error a topic refused c's record with, or nil.
-func (p *Processor) refused(c coord) error {
-	p.failMu.Lock()
-	defer p.failMu.Unlock()
-	return p.refusals[c]
-}
-
-// forgetRefusals drops the refusals of the records of key below next, its
-// committed offset: those records are decided (or forwarded) for good.
-func (p *Processor) forgetRefusals(key tp, next int64) {
-	p.failMu.Lock()
-	defer p.failMu.Unlock()
-	for c := range p.refusals {
-		if c.tp == key && c.offset < next {
-			delete(p.refusals, c)
-		}
-	}
-}
-
-// fail marks the open transaction as failed: it will abort.
-func (p *Processor) fail(err error) {
-	p.failMu.Lock()
-	if p.failErr == nil {
-		p.failErr = err
-	}
-	p.failMu.Unlock()
-	p.failed.Store(true)
-}
-
-// record converts a franz-go record for the engine, reusing a header
-// buffer.
-func (p *Processor) record(r *kgo.Record) *dedup.Record {
-	p.hdrs = p.hdrs[:0]
-	for _, h := range r.Headers {
-		p.hdrs = append(p.hdrs, dedup.Header(h))
-	}
-	return &dedup.Record{
-		Topic:     r.Topic,
-		Partition: r.Partition,
-		Offset:    r.Offset,
-		Timestamp: r.Timestamp.UnixMilli(),
-		Value:     r.Value,
-		Headers:   p.hdrs,
-	}
-}
-
-// end ends the open transaction. Committed: every partition's batch goes
-// to Pebble with its new stamp. Aborted: the batches are dropped and every
-// partition is checked again (the client rewound to the committed
-// offsets). An error means the outcome is unknown: the caller rebuilds the
-// session, which checks every partition's stamp against the committed
-// offsets, so nothing is guessed.
-func (p *Processor) end(ctx context.Context, c client) error {
-	commit := !p.failed.Load() && !p.rewind
-	rewind := p.rewind
-	p.rewind = false
-	if commit {
-		if err := p.finishChanges(ctx, c); err != nil {
-			p.fail(err)
-			commit = false
-		}
-	}
-	if commit {
-		// Records still in flight may yet fail (a refusal, a changelog
-		// write): End commits whatever the outcome of a produce, so wait
-		// for every outcome first and decide on them all.
-		if err := c.Flush(ctx); err != nil {
-			// The session is rebuilt: whatever this transaction met is
-			// gone with it, and must not abort the next session's first
-			// transaction.
-			p.resetTxn()
-			return fmt.Errorf("flushing the transaction's records: %w", err)
-		}
-		commit = !p.failed.Load()
-	}
-	start := time.Now()
-	// An End that hangs (a coordinator that stopped answering) must not
-	// hang the loop: past the transaction timeout the broker aborts the
-	// transaction anyway, and the outcome counts as unknown.
-	ectx, cancel := context.WithTimeout(ctx, p.opts.TransactionTimeout)
-	committed, err := c.End(ectx, commit)
-	cancel()
-	if err == nil && commit && !committed && p.opts.Guarantee == config.ExactlyOnce {
-		// Asked to commit, told it aborted: a genuine abort (the group
-		// rebalanced), or a commit franz-go could not confirm (EndTxn
-		// answered UNKNOWN_SERVER_ERROR, which it retries as an abort that
-		// no longer reaches the broker, and reports as one). Deciding the
-		// records again after a commit that landed would emit them twice:
-		// ask the coordinator.
-		err = p.commitLanded(ctx, c)
-	}
-	took := time.Since(start)
-	p.failMu.Lock()
-	failErr := p.failErr
-	p.failMu.Unlock()
-	fwdNext := p.fwdNext
-	p.resetTxn()
-	p.obs.Transaction(committed, took, p.txnRecs)
-	if failErr != nil {
-		p.log.Warn().Err(failErr).Msg("transaction aborted: a record could not be produced")
-	}
-	if err != nil {
-		return fmt.Errorf("ending transaction (outcome unknown): %w", err)
-	}
-	for _, st := range p.parts {
-		if st.batch == nil {
-			continue
-		}
-		if !committed {
-			st.batch.Discard()
-			st.batch = nil
-			st.check = true
-			continue
-		}
-		p.forgetRefusals(st.tp, st.next)
-		cl := st.clNext.Load()
-		if cl == 0 {
-			cl = st.part.Stamp().Changelog
-		}
-		if err := st.batch.Commit(st.next, cl); err != nil {
-			// The state lags the broker now: the next record replays
-			// the gap.
-			p.log.Error().Err(err).Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Msg("writing state after commit")
-			st.check = true
-		}
-		st.batch = nil
-		p.obs.Keys(st.tp.topic, st.tp.partition, st.part.Stamp().Keys)
-	}
-	if committed {
-		for key, next := range fwdNext {
-			p.forgetRefusals(key, next)
-		}
-	}
-	if !committed {
-		for _, st := range p.parts {
-			st.check = true
-		}
-		why := "transaction aborted; consuming again from the committed offsets"
-		if rewind {
-			why = "transaction aborted to restore a newly assigned partition first; consuming again from the committed offsets"
-		}
-		p.log.Info().Dur("took", took).Msg(why)
-	}
-	return nil
-}
-
-// commitLanded returns nil if the group's coordinator holds no offset of
-// the transaction's partitions beyond what the client knows as committed
-// (the transaction really aborted), and an error, making the outcome
-// unknown, if it does or cannot tell.
-func (p *Processor) commitLanded(ctx context.Context, c client) error {
-	fctx, cancel := context.WithTimeout(ctx, p.opts.TransactionTimeout)
-	offs, err := c.StableOffsets(fctx, p.opts.Group)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("transaction reported aborted; checking the group's offsets failed: %w", err)
-	}
-	var keys []tp
-	for key, st := range p.parts {
-		if st.batch != nil {
-			keys = append(keys, key)
-		}
-	}
-	for key := range p.fwdNext {
-		keys = append(keys, key)
-	}
-	for _, key := range keys {
-		o, ok := offs.Lookup(key.topic, key.partition)
-		if !ok {
-			continue
-		}
-		if o.Err != nil {
-			return fmt.Errorf("transaction reported aborted; the group's offset of %s/%d: %w", key.topic, key.partition, o.Err)
-		}
-		known, ok := p.committed(c, key)
-		if !ok {
-			// Revoked: the client dropped it, and its new owner starts
-			// from the coordinator's offset, whatever this transaction did.
-			continue
-		}
-		if o.At > known {
-			return fmt.Errorf("transaction reported aborted, but the group committed %s/%d at %d (this session knew %d): it committed", key.topic, key.partition, o.At, known)
-		}
-	}
-	return nil
-}
-
-// resetTxn forgets what the open transaction met: its failure and the
-// forwarded offsets. The transaction is over, or its session is.
-func (p *Processor) resetTxn() {
-	p.inTxn = false
-	p.failMu.Lock()
-	p.failErr = nil
-	p.failMu.Unlock()
-	p.failed.Store(false)
-	p.fwdNext = map[tp]int64{}
 }
 
 // kgoLogger sends franz-go's log lines to zerolog at debug level, warnings

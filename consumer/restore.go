@@ -10,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kdedup/kdedup/config"
 	"github.com/kdedup/kdedup/state"
 )
 
@@ -30,7 +29,8 @@ const restoreChunk = 10_000
 // the input from the offset the state then reflects (restoreInput); under
 // at_least_once, which writes no changelog, the input replay is all:
 // decisions depend only on the input and the state, so the replay rebuilds
-// exactly the state those transactions left.
+// exactly the state those transactions left. So too with the changelog
+// turned off (Options.NoChangelog).
 //
 // A stamp above the committed offset, or a changelog of transactions
 // beyond it while the group's coordinator agrees on it, means the group's
@@ -51,15 +51,15 @@ func (p *Processor) restore(ctx context.Context, st *partState, to int64) error 
 	}
 	p.restores.Add(1)
 	defer p.restores.Add(-1)
-	if stamp.Input > to || stamp.Ahead && p.opts.Guarantee != config.ExactlyOnce {
+	if stamp.Input > to || stamp.Ahead && !p.changelogs() {
 		log.Warn().Int64("stamp", stamp.Input).Bool("ahead", stamp.Ahead).Int64("committed", to).Msg("state is ahead of the group's committed offset (offsets reset?): dropping it and rebuilding from the input")
 		if err := p.dropState(st); err != nil {
 			return err
 		}
 		return p.restoreInput(ctx, st, to, log)
 	}
-	if p.opts.Guarantee != config.ExactlyOnce {
-		// No changelog under at_least_once (Processor.changelog).
+	if !p.changelogs() {
+		// No changelog: at_least_once, or turned off (Processor.changelogs).
 		return p.restoreInput(ctx, st, to, log)
 	}
 	out, err := p.restoreChangelog(ctx, st, to, log)

@@ -6,13 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kdedup/kdedup/config"
 	"github.com/kdedup/kdedup/dedup"
 	"github.com/kdedup/kdedup/producer"
 )
@@ -29,38 +26,45 @@ func (c *flushFailClient) Flush(ctx context.Context) error {
 // TestEndFlushErrorResets: a flush that fails ends the session; what the
 // transaction met must not abort the next session's first transaction.
 func TestEndFlushErrorResets(t *testing.T) {
-	p := &Processor{log: zerolog.Nop(), obs: nopObserver{}, parts: map[tp]*partState{}, refusals: map[coord]error{}, fwdNext: map[tp]int64{}, assigned: map[tp]bool{},
-		opts: Options{TransactionTimeout: time.Second}}
+	p := testProcessor(Options{AuditTopic: "dedup.audit", TransactionTimeout: time.Second})
+	s := pushStream(t, false)
 	c := &flushFailClient{lateClient{fail: "push-events.deduped"}}
-	p.inTxn = true
-	p.produce(context.Background(), c, coord{tp: tp{"push-events", 0}, offset: 7}, &kgo.Record{Topic: "push-events.deduped", Value: []byte("v")})
+	p.txn.open = true
+	p.w.Decided(context.Background(), c, &s.out, producer.Coord{Topic: "push-events", Offset: 7}, &kgo.Record{Topic: "push-events", Offset: 7, Value: []byte("v")}, &dedup.Decision{Reason: dedup.FirstSeen})
 	if err := p.end(context.Background(), c); err == nil {
 		t.Fatal("end after a failed flush returned nil")
 	}
-	if p.failed.Load() || p.failErr != nil || p.inTxn {
-		t.Fatalf("after the failed flush: failed=%v failErr=%v inTxn=%v, want all reset", p.failed.Load(), p.failErr, p.inTxn)
+	if p.w.Failed() || p.w.Err() != nil || p.txn.open {
+		t.Fatalf("after the failed flush: failed=%v err=%v open=%v, want all reset", p.w.Failed(), p.w.Err(), p.txn.open)
 	}
 }
 
 // TestForwardedRefusalsForgotten: the refusal of a record forwarded to a
 // repartition topic is forgotten once the transaction that audited it
-// instead commits, like a decided record's (a slow leak otherwise).
+// instead commits, like a decided record's (a slow leak otherwise): the
+// same coordinates, forwarded again, go to the repartition topic.
 func TestForwardedRefusalsForgotten(t *testing.T) {
-	rules, err := dedup.Compile(config.Stream{Name: "push", Input: "push-events", TTL: config.Duration(time.Hour), Key: []config.KeySource{{Header: "Idempotency-Key"}}})
-	if err != nil {
+	p := testProcessor(Options{AuditTopic: "dedup.audit", TransactionTimeout: time.Second, Limits: map[string]producer.Limits{}})
+	s := pushStream(t, true)
+	rec := func(off int64) *kgo.Record {
+		return &kgo.Record{Topic: "push-events", Partition: 1, Offset: off, Timestamp: time.Now(), Value: []byte("{}"),
+			Headers: []kgo.RecordHeader{{Key: "Idempotency-Key", Value: []byte("k")}}}
+	}
+	// The repartition topic refuses offset 5 in a first try, which aborts.
+	p.txn.open = true
+	fc := &lateClient{fail: "g.push.repartition"}
+	p.forward(context.Background(), fc, s, rec(5))
+	if err := p.end(context.Background(), fc); err != nil {
 		t.Fatal(err)
 	}
-	p := &Processor{log: zerolog.Nop(), obs: nopObserver{}, parts: map[tp]*partState{}, refusals: map[coord]error{}, fwdNext: map[tp]int64{}, assigned: map[tp]bool{},
-		opts: Options{AuditTopic: "dedup.audit", TransactionTimeout: time.Second, Limits: map[string]producer.Limits{}}}
-	s := &streamRun{Stream: Stream{Rules: rules, Input: "push-events", Repartition: "g.push.repartition"}, eng: dedup.NewEngine(rules), repParts: 3, auditParts: 3}
+	if len(fc.ended) != 1 || fc.ended[0] {
+		t.Fatalf("first try ended with commit=%v, want an abort", fc.ended)
+	}
 	var got []*kgo.Record
 	c := &recordingClient{got: &got}
-	// The repartition topic refused offset 5 in an earlier try.
-	p.refusals[coord{tp: tp{"push-events", 1}, offset: 5}] = kerr.MessageTooLarge
-	p.inTxn = true
+	p.txn.open = true
 	for off := int64(5); off <= 6; off++ {
-		p.forward(context.Background(), c, s, &kgo.Record{Topic: "push-events", Partition: 1, Offset: off, Timestamp: time.Now(), Value: []byte("{}"),
-			Headers: []kgo.RecordHeader{{Key: "Idempotency-Key", Value: []byte("k")}}})
+		p.forward(context.Background(), c, s, rec(off))
 	}
 	if len(got) != 2 || got[0].Topic != "dedup.audit" || got[1].Topic != "g.push.repartition" {
 		t.Fatalf("produced %v", got)
@@ -68,8 +72,12 @@ func TestForwardedRefusalsForgotten(t *testing.T) {
 	if err := p.end(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}
-	if len(p.refusals) != 0 {
-		t.Fatalf("refusals kept after the commit: %v", p.refusals)
+	// Committed: offset 5 is decided for good; the refusal is forgotten.
+	got = got[:0]
+	p.txn.open = true
+	p.forward(context.Background(), c, s, rec(5))
+	if len(got) != 1 || got[0].Topic != "g.push.repartition" {
+		t.Fatalf("after the commit, offset 5 produced %v: the refusal was kept", got)
 	}
 }
 
@@ -178,7 +186,7 @@ func TestUnconfirmedCommitIsUnknown(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := &unconfirmedClient{known: 5, coordinator: tc.coordinator}
-			f.p.inTxn = true
+			f.p.txn.open = true
 			st.batch = st.part.NewBatch()
 			st.next = 8
 			err = f.p.end(context.Background(), c)

@@ -191,6 +191,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		CommitInterval: time.Duration(cfg.CommitInterval),
 		AuditTopic:     cfg.AuditTopic,
 		ChangelogTopic: cfg.ChangelogTopic,
+		NoChangelog:    cfg.Changelog != nil && !*cfg.Changelog,
 		Streams:        streams,
 		Partitions:     parts,
 		Store:          store,
