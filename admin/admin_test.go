@@ -49,9 +49,9 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("/readyz %d when ready, want 200", code)
 	}
 
-	m.Decided("push", dedup.FirstSeen)
-	m.Decided("push", dedup.Duplicate)
-	m.Decided("push", dedup.Duplicate)
+	m.Decided("push", dedup.FirstSeen, 1)
+	m.Decided("push", dedup.Duplicate, 1)
+	m.Decided("push", dedup.Duplicate, 1)
 	m.Transaction(true, 3*time.Millisecond, 3)
 	m.Transaction(false, time.Millisecond, 1)
 	m.Keys("push-events", 2, 41)

@@ -60,10 +60,10 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// Decided counts a decision.
-func (m *Metrics) Decided(stream string, r dedup.Reason) {
-	m.eventsIn.WithLabelValues(stream).Inc()
-	m.decisions.WithLabelValues(stream, r.String()).Inc()
+// Decided counts n decisions r of stream. Safe for concurrent use.
+func (m *Metrics) Decided(stream string, r dedup.Reason, n int) {
+	m.eventsIn.WithLabelValues(stream).Add(float64(n))
+	m.decisions.WithLabelValues(stream, r.String()).Add(float64(n))
 }
 
 // Transaction counts an ended transaction and its latency.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -174,6 +175,26 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 	if err := p.txn.begin(c); err != nil {
 		return err
 	}
+	p.decideAll(ctx, c, recs)
+	return nil
+}
+
+// partRecords are one partition's records of a poll, in offset order.
+type partRecords struct {
+	st   *partState
+	recs []*kgo.Record
+}
+
+// decideAll forwards the records of repartitioning inputs, then decides
+// the others, each partition's in order on a goroutine of its own:
+// partitions share nothing but the Writer, the client and the Observer,
+// which are safe for concurrent use, and the Pebble store, which is too.
+// A record of a partition revoked meanwhile (the transaction aborts), or
+// not verified against its committed offset (not assigned: a revocation
+// is pending), is not decided. A failure fails the transaction.
+func (p *Processor) decideAll(ctx context.Context, c client, recs []*kgo.Record) {
+	var groups []partRecords
+	idx := map[*partState]int{}
 	for _, r := range recs {
 		if fw := p.forwards[r.Topic]; fw != nil {
 			p.forward(ctx, c, fw, r)
@@ -181,16 +202,51 @@ func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) e
 		}
 		st := p.parts[tp{r.Topic, r.Partition}]
 		if st == nil || st.check {
-			// Revoked meanwhile (the transaction aborts), or not verified
-			// against the committed offset (not assigned: a revocation
-			// is pending).
 			continue
 		}
-		if err := p.decide(ctx, c, st, r); err != nil {
+		i, ok := idx[st]
+		if !ok {
+			i = len(groups)
+			idx[st] = i
+			groups = append(groups, partRecords{st: st})
+		}
+		groups[i].recs = append(groups[i].recs, r)
+	}
+	decided := make([]int, len(groups))
+	if len(groups) == 1 {
+		decided[0] = p.decidePartition(ctx, c, groups[0])
+	} else {
+		var wg sync.WaitGroup
+		for i, g := range groups {
+			wg.Go(func() { decided[i] = p.decidePartition(ctx, c, g) })
+		}
+		wg.Wait()
+	}
+	for _, n := range decided {
+		p.txn.records += n
+	}
+}
+
+// decidePartition decides g's records in order and returns how many it
+// decided; it stops at a failure, which fails the transaction.
+func (p *Processor) decidePartition(ctx context.Context, c client, g partRecords) int {
+	var counts [dedup.NumReasons]int
+	n := 0
+	for _, r := range g.recs {
+		d, err := p.decide(ctx, c, g.st, r)
+		if err != nil {
 			p.w.Fail(err)
+			break
+		}
+		counts[d]++
+		n++
+	}
+	for r, k := range counts {
+		if k > 0 {
+			p.obs.Decided(g.st.s.Rules.Name(), dedup.Reason(r), k)
 		}
 	}
-	return nil
+	return n
 }
 
 // restoreBehind restores each partition of sts, one after another, to the
@@ -275,7 +331,7 @@ func (p *Processor) partition(key tp) (*partState, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &partState{s: s, tp: key, part: part, check: true}
+	st := &partState{s: s, eng: dedup.NewEngine(s.Rules), tp: key, part: part, check: true}
 	p.parts[key] = st
 	p.obs.Keys(key.topic, key.partition, part.Stamp().Keys)
 	return st, nil
@@ -288,7 +344,7 @@ func (p *Processor) partition(key tp) (*partState, error) {
 func (p *Processor) forward(ctx context.Context, c client, s *streamRun, r *kgo.Record) {
 	n := s.out.RepartitionPartitions
 	part := r.Partition % n
-	if h, ok := s.eng.Route(p.record(r)); ok {
+	if h, ok := s.eng.Route(record(r, &p.hdrs)); ok {
 		part = int32(binary.BigEndian.Uint64(h[:8]) % uint64(n))
 	}
 	p.txn.records++
@@ -309,8 +365,9 @@ func (p *Processor) unwrapped(st *partState, r *kgo.Record) *kgo.Record {
 }
 
 // decide decides one record and produces its output or audit record,
-// and its state change, if any, to the changelog.
-func (p *Processor) decide(ctx context.Context, c client, st *partState, rr *kgo.Record) error {
+// and its state change, if any, to the changelog. It returns the
+// decision's reason.
+func (p *Processor) decide(ctx context.Context, c client, st *partState, rr *kgo.Record) (dedup.Reason, error) {
 	// rr is the record consumed (its offset is the partition's); r the
 	// input record it stands for, whose coordinates, key and headers the
 	// decision and its output or audit record carry.
@@ -319,19 +376,17 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, rr *kgo
 		st.batch = st.part.NewBatch()
 		st.clNext.Store(0)
 	}
-	d, err := st.s.eng.Decide(st.batch, p.record(r))
+	d, err := st.eng.Decide(st.batch, record(r, &st.hdrs))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	st.next = rr.Offset + 1
-	p.txn.records++
-	p.obs.Decided(st.s.Rules.Name(), d.Reason)
 	if d.Stored {
 		k, v := state.EntryChange(st.tp.topic, st.tp.partition, d.Hash, &d.Entry)
 		p.changelog(ctx, c, st, k, v)
 	}
 	p.w.Decided(ctx, c, &st.s.out, producer.Coord{Topic: st.tp.topic, Partition: st.tp.partition, Offset: rr.Offset}, r, &d)
-	return nil
+	return d.Reason, nil
 }
 
 // changelog produces a changelog record of st's state in the open
@@ -374,19 +429,20 @@ func (p *Processor) finishChanges(ctx context.Context, c client) error {
 	return nil
 }
 
-// record converts a franz-go record for the engine, reusing a header
-// buffer.
-func (p *Processor) record(r *kgo.Record) *dedup.Record {
-	p.hdrs = p.hdrs[:0]
+// record converts a franz-go record for the engine, reusing the header
+// buffer hdrs.
+func record(r *kgo.Record, hdrs *[]dedup.Header) *dedup.Record {
+	hs := (*hdrs)[:0]
 	for _, h := range r.Headers {
-		p.hdrs = append(p.hdrs, dedup.Header(h))
+		hs = append(hs, dedup.Header(h))
 	}
+	*hdrs = hs
 	return &dedup.Record{
 		Topic:     r.Topic,
 		Partition: r.Partition,
 		Offset:    r.Offset,
 		Timestamp: r.Timestamp.UnixMilli(),
 		Value:     r.Value,
-		Headers:   p.hdrs,
+		Headers:   hs,
 	}
 }

@@ -30,10 +30,11 @@ type Stream struct {
 }
 
 // Observer receives the processor's measurements. Methods are called from
-// the processing goroutine and must not block.
+// the processing goroutine and must not block; Decided may be called from
+// several goroutines at once (partitions are decided in parallel).
 type Observer interface {
-	// Decided counts a decision of stream.
-	Decided(stream string, r dedup.Reason)
+	// Decided counts n decisions r of stream.
+	Decided(stream string, r dedup.Reason, n int)
 	// Transaction reports an ended transaction (or, under at_least_once,
 	// an offset commit): whether it committed, how long ending it took,
 	// and how many input records it carried.
@@ -92,7 +93,7 @@ func rebuildReason(err error) string {
 
 type nopObserver struct{}
 
-func (nopObserver) Decided(string, dedup.Reason)         {}
+func (nopObserver) Decided(string, dedup.Reason, int)    {}
 func (nopObserver) Transaction(bool, time.Duration, int) {}
 func (nopObserver) Restored(string, int32, int64, int64) {}
 func (nopObserver) Keys(string, int32, int64)            {}
@@ -203,7 +204,7 @@ type Processor struct {
 	w *producer.Writer
 	// txn is the open transaction.
 	txn  transaction
-	hdrs []dedup.Header // scratch of record
+	hdrs []dedup.Header // scratch of record, for forward
 }
 
 type tp struct {
@@ -222,6 +223,8 @@ type streamRun struct {
 // committed offset before its next record is decided.
 type partState struct {
 	s     *streamRun
+	eng   *dedup.Engine  // the partition's own: partitions are decided in parallel
+	hdrs  []dedup.Header // scratch of record
 	tp    tp
 	part  *state.Partition
 	batch *state.Batch

@@ -482,7 +482,7 @@ func (p *Processor) restoreInput(ctx context.Context, st *partState, to int64, l
 				p.restored(st, log, "input", replayed, start)
 				return nil
 			}
-			if _, err := st.s.eng.Decide(batch, p.record(p.unwrapped(st, r))); err != nil {
+			if _, err := st.eng.Decide(batch, record(p.unwrapped(st, r), &st.hdrs)); err != nil {
 				return err
 			}
 			replayed++

@@ -29,6 +29,10 @@ const (
 	numReasons
 )
 
+// NumReasons is the number of decisions: Reason values are below it, for
+// arrays indexed by Reason.
+const NumReasons = int(numReasons)
+
 var reasonNames = [numReasons]string{"first_seen", "duplicate", "conflict", "invalid_key", "missing_key", "malformed"}
 
 // String returns the reason's contract name, e.g. "invalid_key".
