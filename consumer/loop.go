@@ -411,12 +411,9 @@ func (st *partState) changelogWritten(next int64) {
 // the changelog: tombstones of the keys retired as of the batch's
 // watermark (deleted in the batch too), then the marker saying which
 // input offset and watermark the partition's state reflects once the
-// transaction commits.
+// transaction commits. Partitions in parallel (eachBatch).
 func (p *Processor) finishChanges(ctx context.Context, c client) error {
-	for _, st := range p.parts {
-		if st.batch == nil {
-			continue
-		}
+	return p.eachBatch(func(st *partState) error {
 		_, _, err := st.batch.Retire(p.opts.RetireLimit, func(h dedup.Hash) {
 			p.changelog(ctx, c, st, state.Tombstone(st.tp.topic, st.tp.partition, h), nil)
 		})
@@ -425,8 +422,8 @@ func (p *Processor) finishChanges(ctx context.Context, c client) error {
 		}
 		k, v := state.MarkerChange(st.tp.topic, st.tp.partition, st.next, st.batch.EventTime())
 		p.changelog(ctx, c, st, k, v)
-	}
-	return nil
+		return nil
+	})
 }
 
 // record converts a franz-go record for the engine, reusing the header

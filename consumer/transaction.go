@@ -2,7 +2,9 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/kdedup/kdedup/config"
@@ -130,13 +132,11 @@ func (p *Processor) endTxn(ctx context.Context, c client, commit bool) (bool, er
 }
 
 // applyCommitted writes the batches of committed transaction t to Pebble,
-// each with its partition's new stamp, and forgets the refusals of the
-// records it decided for good.
+// each with its partition's new stamp (partitions in parallel: Pebble's
+// commit pipeline takes concurrent batches), and forgets the refusals of
+// the records it decided for good.
 func (p *Processor) applyCommitted(t transaction) {
-	for _, st := range p.parts {
-		if st.batch == nil {
-			continue
-		}
+	p.eachBatch(func(st *partState) error {
 		p.w.Forget(st.tp.topic, st.tp.partition, st.next)
 		cl := st.clNext.Load()
 		if cl == 0 {
@@ -148,12 +148,40 @@ func (p *Processor) applyCommitted(t transaction) {
 			p.log.Error().Err(err).Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Msg("writing state after commit")
 			st.check = true
 		}
-		st.batch = nil
-		p.obs.Keys(st.tp.topic, st.tp.partition, st.part.Stamp().Keys)
+		return nil
+	})
+	for _, st := range p.parts {
+		if st.batch != nil {
+			st.batch = nil
+			p.obs.Keys(st.tp.topic, st.tp.partition, st.part.Stamp().Keys)
+		}
 	}
 	for key, next := range t.fwdNext {
 		p.w.Forget(key.topic, key.partition, next)
 	}
+}
+
+// eachBatch calls fn for every partition the open transaction changed
+// (with a batch), each on a goroutine of its own (one: on this one), and
+// returns their errors joined. fn may touch only its partition, the
+// Writer and the client.
+func (p *Processor) eachBatch(fn func(st *partState) error) error {
+	var sts []*partState
+	for _, st := range p.parts {
+		if st.batch != nil {
+			sts = append(sts, st)
+		}
+	}
+	if len(sts) == 1 {
+		return fn(sts[0])
+	}
+	errs := make([]error, len(sts))
+	var wg sync.WaitGroup
+	for i, st := range sts {
+		wg.Go(func() { errs[i] = fn(st) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // discard drops the batches of an aborted transaction; every partition is

@@ -73,6 +73,7 @@ type Writer struct {
 	opts WriterOptions
 
 	failed   atomic.Bool
+	nRefused atomic.Int64 // len(refusals), so that the hot path skips mu while there are none
 	mu       sync.Mutex
 	err      error                // the open transaction's first failure
 	refusals map[refusalKey]error // refused records, until their offset commits (Forget)
@@ -156,6 +157,7 @@ func (w *Writer) produce(ctx context.Context, c Client, at Coord, out *kgo.Recor
 		if Refusal(err) && w.opts.Limits[out.Topic].Culprit(out, err, time.Now()) {
 			w.mu.Lock()
 			w.refusals[refusalKey{at, isAudit}] = err
+			w.nRefused.Store(int64(len(w.refusals)))
 			w.mu.Unlock()
 			err = fmt.Errorf("%s refused the record of %s/%d/%d: %w", out.Topic, at.Topic, at.Partition, at.Offset, err)
 		}
@@ -167,11 +169,13 @@ func (w *Writer) produce(ctx context.Context, c Client, at Coord, out *kgo.Recor
 // be refused: a refusal met before or one its topic's limits predict; nil
 // if none.
 func (w *Writer) refusal(at Coord, out *kgo.Record, now time.Time) error {
-	w.mu.Lock()
-	err := w.refusals[refusalKey{at, out.Topic == w.opts.AuditTopic}]
-	w.mu.Unlock()
-	if err != nil {
-		return err
+	if w.nRefused.Load() > 0 {
+		w.mu.Lock()
+		err := w.refusals[refusalKey{at, out.Topic == w.opts.AuditTopic}]
+		w.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	return w.opts.Limits[out.Topic].Refuses(out, now)
 }
@@ -199,6 +203,7 @@ func (w *Writer) Forget(topic string, partition int32, next int64) {
 			delete(w.refusals, k)
 		}
 	}
+	w.nRefused.Store(int64(len(w.refusals)))
 }
 
 // Fail marks the open transaction as failed by err: it must abort. The
