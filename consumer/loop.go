@@ -77,25 +77,8 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 		if fetches.IsClientClosed() {
 			return errors.New("client closed")
 		}
-		var stalled error
-		fetches.EachError(func(t string, n int32, err error) {
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				return
-			}
-			if p.stalled(c, tp{t, n}, err) {
-				p.log.Error().Err(err).Str("topic", t).Int32("partition", n).Msg("fetch error that stopped the partition: rejoining the group")
-				stalled = errors.Join(stalled, fmt.Errorf("%s/%d: %w", t, n, err))
-				return
-			}
-			p.log.Warn().Err(err).Str("topic", t).Int32("partition", n).Msg("fetch error")
-		})
-		if stalled != nil {
-			// franz-go drops a partition whose committed offset could not
-			// be fetched (a non-retryable OffsetFetch error) from the
-			// assignment and reports it once, as here: nothing would
-			// consume it until the next rebalance. Rejoining fetches the
-			// offsets again. What the open transaction decided aborts.
-			return fmt.Errorf("%w: %w", errPartitionStalled, stalled)
+		if err := p.fetchErrors(c, fetches); err != nil {
+			return err
 		}
 		p.applyRebalances()
 		if recs := fetches.Records(); len(recs) > 0 {
@@ -113,6 +96,32 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 	}
 }
 
+// fetchErrors logs the fetch errors of a poll, and returns
+// errPartitionStalled if one stopped a partition (stalled): franz-go
+// drops a partition whose committed offset could not be fetched (a
+// non-retryable OffsetFetch error) from the assignment and reports it
+// once, as here: nothing would consume it until the next rebalance.
+// Rejoining fetches the offsets again. What the open transaction decided
+// aborts.
+func (p *Processor) fetchErrors(c client, fetches kgo.Fetches) error {
+	var stalled error
+	fetches.EachError(func(t string, n int32, err error) {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return
+		}
+		if p.stalled(c, tp{t, n}, err) {
+			p.log.Error().Err(err).Str("topic", t).Int32("partition", n).Msg("fetch error that stopped the partition: rejoining the group")
+			stalled = errors.Join(stalled, fmt.Errorf("%s/%d: %w", t, n, err))
+			return
+		}
+		p.log.Warn().Err(err).Str("topic", t).Int32("partition", n).Msg("fetch error")
+	})
+	if stalled != nil {
+		return fmt.Errorf("%w: %w", errPartitionStalled, stalled)
+	}
+	return nil
+}
+
 // process decides and produces one poll's records, restoring partitions
 // first where their state is behind the group's committed offset.
 //
@@ -128,33 +137,9 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 // always arrive second, inside the transaction the faster partitions
 // began, and abort it again, forever.
 func (p *Processor) process(ctx context.Context, c client, recs []*kgo.Record) error {
-	first := map[tp]int64{}
-	for _, r := range recs {
-		if p.forwards[r.Topic] != nil {
-			continue // forwarded, not decided: no state
-		}
-		key := tp{r.Topic, r.Partition}
-		if _, ok := first[key]; !ok {
-			first[key] = r.Offset
-		}
-	}
-	var behind []*partState
-	for key, off := range first {
-		if !p.assigned[key] {
-			continue // revoked since the poll: its records are not decided, the transaction aborts
-		}
-		st, err := p.partition(key)
-		if err != nil {
-			return err
-		}
-		if !st.check {
-			continue
-		}
-		if p.behind(c, st, off) {
-			behind = append(behind, st)
-			continue
-		}
-		st.check = false
+	behind, err := p.behindOf(c, recs)
+	if err != nil {
+		return err
 	}
 	if len(behind) > 0 {
 		if p.txn.open && p.opts.Guarantee == config.ExactlyOnce {
@@ -247,6 +232,42 @@ func (p *Processor) decidePartition(ctx context.Context, c client, g partRecords
 		}
 	}
 	return n
+}
+
+// behindOf returns the partitions of recs whose state is behind the
+// group's committed offset (behind), opening the keyspaces of partitions
+// new to this session; a partition found up to date is not checked
+// again until the next rebalance or abort.
+func (p *Processor) behindOf(c client, recs []*kgo.Record) ([]*partState, error) {
+	first := map[tp]int64{}
+	for _, r := range recs {
+		if p.forwards[r.Topic] != nil {
+			continue // forwarded, not decided: no state
+		}
+		key := tp{r.Topic, r.Partition}
+		if _, ok := first[key]; !ok {
+			first[key] = r.Offset
+		}
+	}
+	var behind []*partState
+	for key, off := range first {
+		if !p.assigned[key] {
+			continue // revoked since the poll: its records are not decided, the transaction aborts
+		}
+		st, err := p.partition(key)
+		if err != nil {
+			return nil, err
+		}
+		if !st.check {
+			continue
+		}
+		if p.behind(c, st, off) {
+			behind = append(behind, st)
+			continue
+		}
+		st.check = false
+	}
+	return behind, nil
 }
 
 // restoreBehind restores each partition of sts, one after another, to the

@@ -236,44 +236,74 @@ type partState struct {
 	clNext atomic.Int64
 }
 
-// New checks the options and returns a Processor.
-func New(opts Options) (*Processor, error) {
-	if opts.SessionTimeout == 0 {
-		opts.SessionTimeout = 45 * time.Second
+// EnsureDefaults fills in the defaults of unset fields.
+func (o *Options) EnsureDefaults() {
+	if o.SessionTimeout == 0 {
+		o.SessionTimeout = 45 * time.Second
 	}
-	if opts.TransactionTimeout == 0 {
-		opts.TransactionTimeout = 30 * time.Second
+	if o.TransactionTimeout == 0 {
+		o.TransactionTimeout = 30 * time.Second
 	}
-	if opts.MaxPollRecords == 0 {
-		opts.MaxPollRecords = 10_000
+	if o.MaxPollRecords == 0 {
+		o.MaxPollRecords = 10_000
 	}
-	if opts.RetireLimit == 0 {
-		opts.RetireLimit = 1_000
+	if o.RetireLimit == 0 {
+		o.RetireLimit = 1_000
 	}
-	if opts.RestoreStallTimeout == 0 {
-		opts.RestoreStallTimeout = 2 * time.Minute
+	if o.RestoreStallTimeout == 0 {
+		o.RestoreStallTimeout = 2 * time.Minute
 	}
+}
+
+// Validate reports every problem of the options at once (after
+// EnsureDefaults), each wrapping ErrOptions.
+func (o *Options) Validate() error {
 	var errs []error
-	if len(opts.Brokers) == 0 {
+	if len(o.Brokers) == 0 {
 		errs = append(errs, errors.New("no brokers"))
 	}
-	if opts.Group == "" || opts.InstanceID == "" {
+	if o.Group == "" || o.InstanceID == "" {
 		errs = append(errs, errors.New("group and instance id are required"))
 	}
-	if opts.Guarantee != config.ExactlyOnce && opts.Guarantee != config.AtLeastOnce {
-		errs = append(errs, fmt.Errorf("guarantee %q", opts.Guarantee))
+	if o.Guarantee != config.ExactlyOnce && o.Guarantee != config.AtLeastOnce {
+		errs = append(errs, fmt.Errorf("guarantee %q", o.Guarantee))
 	}
-	if opts.CommitInterval <= 0 {
+	if o.CommitInterval <= 0 {
 		errs = append(errs, errors.New("commit interval must be positive"))
 	}
-	if opts.TransactionTimeout >= opts.SessionTimeout {
-		errs = append(errs, fmt.Errorf("transaction timeout %v must be below the session timeout %v", opts.TransactionTimeout, opts.SessionTimeout))
+	if o.TransactionTimeout >= o.SessionTimeout {
+		errs = append(errs, fmt.Errorf("transaction timeout %v must be below the session timeout %v", o.TransactionTimeout, o.SessionTimeout))
 	}
-	if opts.RestoreStallTimeout <= opts.TransactionTimeout {
-		errs = append(errs, fmt.Errorf("restore stall timeout %v must be above the transaction timeout %v, so that a crashed instance's transaction is aborted before a restore waiting on it gives up", opts.RestoreStallTimeout, opts.TransactionTimeout))
+	if o.RestoreStallTimeout <= o.TransactionTimeout {
+		errs = append(errs, fmt.Errorf("restore stall timeout %v must be above the transaction timeout %v, so that a crashed instance's transaction is aborted before a restore waiting on it gives up", o.RestoreStallTimeout, o.TransactionTimeout))
 	}
-	if opts.Store == nil || len(opts.Streams) == 0 || opts.AuditTopic == "" || opts.ChangelogTopic == "" {
+	if o.Store == nil || len(o.Streams) == 0 || o.AuditTopic == "" || o.ChangelogTopic == "" {
 		errs = append(errs, errors.New("store, streams, audit and changelog topics are required"))
+	}
+	if o.ChangelogTopic != "" && o.Partitions[o.ChangelogTopic] == 0 {
+		errs = append(errs, fmt.Errorf("partition count of the changelog %s unknown", o.ChangelogTopic))
+	}
+	auditParts := o.Partitions[o.AuditTopic]
+	for _, s := range o.Streams {
+		if o.Partitions[s.Input] == 0 || o.Partitions[s.Output] == 0 || auditParts == 0 {
+			errs = append(errs, fmt.Errorf("stream %s: partition counts of %s, %s and %s unknown", s.Rules.Name(), s.Input, s.Output, o.AuditTopic))
+		}
+		if s.Repartition != "" && o.Partitions[s.Repartition] == 0 {
+			errs = append(errs, fmt.Errorf("stream %s: partition count of %s unknown", s.Rules.Name(), s.Repartition))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrOptions, errors.Join(errs...))
+	}
+	return nil
+}
+
+// New checks the options (EnsureDefaults, then Validate) and returns a
+// Processor.
+func New(opts Options) (*Processor, error) {
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
 	p := &Processor{
 		opts:         opts,
@@ -287,13 +317,9 @@ func New(opts Options) (*Processor, error) {
 		txnID:        opts.Group + "-" + opts.InstanceID,
 		clParts:      opts.Partitions[opts.ChangelogTopic],
 	}
-	if p.clParts == 0 && opts.ChangelogTopic != "" {
-		errs = append(errs, fmt.Errorf("partition count of the changelog %s unknown", opts.ChangelogTopic))
-	}
 	if p.obs == nil {
 		p.obs = nopObserver{}
 	}
-	auditParts := opts.Partitions[opts.AuditTopic]
 	for _, s := range opts.Streams {
 		sr := &streamRun{
 			Stream: s,
@@ -307,23 +333,14 @@ func New(opts Options) (*Processor, error) {
 				RepartitionPartitions: opts.Partitions[s.Repartition],
 			},
 		}
-		if sr.out.InputPartitions == 0 || sr.out.OutputPartitions == 0 || auditParts == 0 {
-			errs = append(errs, fmt.Errorf("stream %s: partition counts of %s, %s and %s unknown", s.Rules.Name(), s.Input, s.Output, opts.AuditTopic))
-		}
 		if s.Repartition != "" {
-			if sr.out.RepartitionPartitions == 0 {
-				errs = append(errs, fmt.Errorf("stream %s: partition count of %s unknown", s.Rules.Name(), s.Repartition))
-			}
 			p.streams[s.Repartition] = sr
 			p.forwards[s.Input] = sr
 			continue
 		}
 		p.streams[s.Input] = sr
 	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%w: %w", ErrOptions, errors.Join(errs...))
-	}
-	wo := producer.WriterOptions{AuditTopic: opts.AuditTopic, AuditPartitions: auditParts, Limits: opts.Limits}
+	wo := producer.WriterOptions{AuditTopic: opts.AuditTopic, AuditPartitions: opts.Partitions[opts.AuditTopic], Limits: opts.Limits}
 	if p.changelogs() {
 		wo.ChangelogTopic, wo.ChangelogPartitions = opts.ChangelogTopic, p.clParts
 	}
