@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"math"
 	"strings"
 	"time"
@@ -300,8 +299,7 @@ func (r *Rules) Lateness() time.Duration { return time.Duration(r.lateness) * ti
 type Engine struct {
 	rules    *Rules
 	doc      jsonDoc
-	digest   hash.Hash
-	sum      [sha256.Size]byte
+	hbuf     []byte // what the next digest hashes: one sha256.Sum256 call, not a Write per part
 	num      [binary.MaxVarintLen64]byte
 	fpkey    [len(fpPrefix) + 2*16]byte
 	keybuf   []byte // unescaped JSON keys
@@ -313,9 +311,8 @@ const fpPrefix = "fp:"
 // NewEngine returns an engine deciding by rules.
 func NewEngine(rules *Rules) *Engine {
 	return &Engine{
-		rules:  rules,
-		doc:    jsonDoc{trie: &rules.trie},
-		digest: sha256.New(),
+		rules: rules,
+		doc:   jsonDoc{trie: &rules.trie},
 	}
 }
 
@@ -428,14 +425,14 @@ func (e *Engine) extractKey(rec *Record) (key []byte, sawInvalidJSON bool) {
 				sawInvalidJSON = true
 				continue
 			}
-			e.digest.Reset()
+			e.hbuf = e.hbuf[:0]
 			e.writeBytes(tagFields)
 			e.hashFields(s.fields, s.names)
 			return e.fingerprintKey(), false
 		case srcValue:
-			e.digest.Reset()
+			e.hbuf = e.hbuf[:0]
 			e.writeBytes(tagValue)
-			e.digest.Write(rec.Value)
+			e.write(rec.Value)
 			return e.fingerprintKey(), false
 		}
 	}
@@ -466,7 +463,7 @@ func (e *Engine) scalar(id int, buf *[]byte) []byte {
 
 // fingerprintKey renders the digest as "fp:" + 32 hex digits.
 func (e *Engine) fingerprintKey() []byte {
-	sum := e.digest.Sum(e.sum[:0])
+	sum := e.digest()
 	copy(e.fpkey[:], fpPrefix)
 	hex.Encode(e.fpkey[len(fpPrefix):], sum[:16])
 	return e.fpkey[:]
@@ -515,28 +512,46 @@ func (e *Engine) writeCompact(raw []byte) {
 	for i := 0; i < len(raw); i++ {
 		switch raw[i] {
 		case ' ', '\t', '\n', '\r':
-			e.digest.Write(raw[start:i])
+			e.write(raw[start:i])
 			start = i + 1
 		case '"':
 			i = scanString(raw, i) - 1
 		}
 	}
-	e.digest.Write(raw[start:])
+	e.write(raw[start:])
 }
 
+// write adds b to what the next digest hashes.
+func (e *Engine) write(b []byte) { e.hbuf = append(e.hbuf, b...) }
+
 func (e *Engine) writeLen(n int) {
-	e.digest.Write(e.num[:binary.PutUvarint(e.num[:], uint64(n))])
+	e.hbuf = binary.AppendUvarint(e.hbuf, uint64(n))
 }
 
 func (e *Engine) writeBytes(b []byte) {
 	e.writeLen(len(b))
-	e.digest.Write(b)
+	e.write(b)
+}
+
+// maxKeptHashBuf bounds the hash buffer an engine keeps between records:
+// one huge value must not pin its size for the engine's life.
+const maxKeptHashBuf = 64 << 10
+
+// digest returns the SHA-256 of what was written since the buffer was
+// last emptied: the same bytes in the same order as a streaming digest
+// fed part by part, in one call.
+func (e *Engine) digest() [sha256.Size]byte {
+	sum := sha256.Sum256(e.hbuf)
+	if cap(e.hbuf) > maxKeptHashBuf {
+		e.hbuf = nil
+	}
+	return sum
 }
 
 // keyHash hashes the stream name, the scope parts and the key.
 func (e *Engine) keyHash(rec *Record, key []byte) Hash {
 	r := e.rules
-	e.digest.Reset()
+	e.hbuf = e.hbuf[:0]
 	e.writeBytes(r.nameBytes)
 	e.writeLen(len(r.scope))
 	for _, p := range r.scope {
@@ -552,7 +567,8 @@ func (e *Engine) keyHash(rec *Record, key []byte) Hash {
 	}
 	e.writeBytes(key)
 	var h Hash
-	copy(h[:], e.digest.Sum(e.sum[:0]))
+	sum := e.digest()
+	copy(h[:], sum[:])
 	return h
 }
 
@@ -560,16 +576,17 @@ func (e *Engine) keyHash(rec *Record, key []byte) Hash {
 // the value's bytes, or the compare fields when configured and the value is
 // valid JSON.
 func (e *Engine) payloadFingerprint(rec *Record) Fingerprint {
-	e.digest.Reset()
+	e.hbuf = e.hbuf[:0]
 	if len(e.rules.compare) > 0 && e.doc.parse() {
 		e.writeBytes(tagCompare)
 		e.hashFields(e.rules.compare, e.rules.cmpNames)
 	} else {
 		e.writeBytes(tagValue)
-		e.digest.Write(rec.Value)
+		e.write(rec.Value)
 	}
 	var fp Fingerprint
-	copy(fp[:], e.digest.Sum(e.sum[:0]))
+	sum := e.digest()
+	copy(fp[:], sum[:])
 	return fp
 }
 
