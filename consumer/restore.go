@@ -141,12 +141,83 @@ const (
 // position overwrites them in order) or the offsets were moved back
 // (changelogMovedBack: the caller drops the whole state).
 func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int64, log zerolog.Logger) (changelogOutcome, error) {
-	cp := st.tp.partition % p.clParts
-	stamp := st.part.Stamp()
-	start := time.Now()
+	cr := p.newChangelogRestore(st, to, log)
+	if err := cr.open(ctx); err != nil {
+		return 0, err
+	}
+	defer cr.cl.Close()
+	cr.batch = st.part.NewBlindBatch()
+	w := p.newRestoreWatch(st, log)
+	for {
+		fetches, err := w.poll(ctx, cr.cl)
+		if err != nil {
+			// What is applied stays, stamped up to the last marker:
+			// the next restore resumes there.
+			if cerr := cr.commit(cr.markerEnd); cerr != nil {
+				return 0, errors.Join(err, cerr)
+			}
+			return 0, err
+		}
+		for _, r := range fetches.Records() {
+			if out, done, err := cr.record(ctx, r); done || err != nil {
+				return out, err
+			}
+		}
+		w.report(cr.read, cr.end-cr.first, cr.first >= 0)
+	}
+}
 
+// changelogRestore is one run of restoreChangelog: the changelog partition
+// it reads up to its sentinel, and what it has applied so far. Its chunks
+// are committed to Pebble with the input offset of the last marker
+// applied, so that the stamp never claims a transaction it has not seen
+// confirmed.
+type changelogRestore struct {
+	p     *Processor
+	st    *partState
+	to    int64 // the group's committed offset: the restore's target
+	log   zerolog.Logger
+	stamp state.Stamp // as the restore found it
+	start time.Time
+	cp    int32       // the changelog partition
+	cl    *kgo.Client // reads cp from stamp.Changelog (open)
+	end   int64       // the sentinel's offset (open)
+
+	// Blind batches: applying the changelog reads nothing; the keys are
+	// counted once at the end.
+	batch *state.Batch
+	// pending holds the changes since the partition's last marker.
+	pending   []state.Change
+	input     int64 // the input offset of the last marker applied
+	markerEnd int64 // the offset after the last marker applied
+	ahead     bool  // changes written ahead of their marker wait for it
+	inChunk   int   // changes put into batch since its last commit
+	applied   int64 // the partition's records applied
+	read      int64 // records read, for progress
+	skipped   int64 // unreadable records the partition does not depend on
+	first     int64 // the first offset read; -1: none yet
+}
+
+// newChangelogRestore starts a changelog restore of st towards to from
+// st's stamp.
+func (p *Processor) newChangelogRestore(st *partState, to int64, log zerolog.Logger) *changelogRestore {
+	stamp := st.part.Stamp()
+	return &changelogRestore{
+		p: p, st: st, to: to, log: log, stamp: stamp, start: time.Now(),
+		cp:    st.tp.partition % p.clParts,
+		input: stamp.Input, markerEnd: stamp.Changelog, ahead: stamp.Ahead,
+		first: -1,
+	}
+}
+
+// open creates the restore's client, reading the changelog partition from
+// the stamp's changelog offset, and writes the sentinel that tells the
+// restore when it has read everything committed before it. The client is
+// closed again if the sentinel cannot be written.
+func (cr *changelogRestore) open(ctx context.Context) error {
+	p := cr.p
 	cl, err := kgo.NewClient(append(p.clientOpts(),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.opts.ChangelogTopic: {cp: kgo.NewOffset().At(stamp.Changelog)}}),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.opts.ChangelogTopic: {cr.cp: kgo.NewOffset().At(cr.stamp.Changelog)}}),
 		// One partition, briefly: a fetch session saves nothing, and
 		// franz-go's Close races a fetch in flight on the session's
 		// fields (found by the race detector when a restore stops).
@@ -156,174 +227,188 @@ func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int6
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 	)...)
 	if err != nil {
-		return 0, fmt.Errorf("creating changelog restore client: %w", err)
+		return fmt.Errorf("creating changelog restore client: %w", err)
 	}
-	defer cl.Close()
-	id := fmt.Appendf(nil, "%s/%s/%d/%d", p.txnID, st.tp.topic, st.tp.partition, start.UnixNano())
-	sentinel := &kgo.Record{Topic: p.opts.ChangelogTopic, Partition: cp, Key: state.SentinelKey(id)}
+	id := fmt.Appendf(nil, "%s/%s/%d/%d", p.txnID, cr.st.tp.topic, cr.st.tp.partition, cr.start.UnixNano())
+	sentinel := &kgo.Record{Topic: p.opts.ChangelogTopic, Partition: cr.cp, Key: state.SentinelKey(id)}
 	sctx, cancel := context.WithTimeout(ctx, p.opts.RestoreStallTimeout)
 	err = cl.ProduceSync(sctx, sentinel).FirstErr()
 	cancel()
 	if err != nil {
+		cl.Close()
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w: %w", errRestoreStalled, err)
 		}
-		return 0, fmt.Errorf("writing a sentinel to changelog %s/%d: %w", p.opts.ChangelogTopic, cp, err)
+		return fmt.Errorf("writing a sentinel to changelog %s/%d: %w", p.opts.ChangelogTopic, cr.cp, err)
 	}
-	end := sentinel.Offset
-	log.Info().Str("changelog", p.opts.ChangelogTopic).Int32("changelog_partition", cp).Int64("from", stamp.Changelog).Int64("to", end).
-		Int64("input", stamp.Input).Int64("committed", to).Msg("restoring state from the changelog")
+	cr.cl, cr.end = cl, sentinel.Offset
+	cr.log.Info().Str("changelog", p.opts.ChangelogTopic).Int32("changelog_partition", cr.cp).Int64("from", cr.stamp.Changelog).Int64("to", cr.end).
+		Int64("input", cr.stamp.Input).Int64("committed", cr.to).Msg("restoring state from the changelog")
+	return nil
+}
 
-	// Blind batches: applying the changelog reads nothing; the keys are
-	// counted once at the end.
-	batch := st.part.NewBlindBatch()
-	input, inChunk := stamp.Input, 0
-	markerEnd := stamp.Changelog // the offset after the last marker applied
-	ahead := stamp.Ahead         // changes written ahead of their marker wait for it
-	var applied, read, skipped int64
-	first := int64(-1)
-	var pending []state.Change // changes since the partition's last marker
-	apply := func() error {
-		for _, c := range pending {
-			var err error
-			if c.Deleted {
-				err = batch.Delete(c.Hash)
-			} else {
-				err = batch.Put(c.Hash, c.Entry)
-			}
-			if err != nil {
-				return err
-			}
+// record applies one changelog record: a change of the partition (an
+// entry or a tombstone) waits for its marker, a marker applies the changes
+// it confirms, and the sentinel ends the restore; records of other
+// partitions are passed over. done reports that the restore ended, with
+// out; an error ends it too.
+func (cr *changelogRestore) record(ctx context.Context, r *kgo.Record) (out changelogOutcome, done bool, err error) {
+	if cr.first < 0 {
+		cr.first = r.Offset
+	}
+	cr.read++
+	c, err := state.ParseChangeKey(r.Key)
+	if err != nil {
+		if errors.Is(err, state.ErrVersion) && c.Topic == cr.st.tp.topic && c.Partition == cr.st.tp.partition {
+			// A kind a newer kdedup writes, of this partition's
+			// state: it cannot be left out.
+			return 0, true, fmt.Errorf("changelog %s/%d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
 		}
-		inChunk += len(pending)
-		pending = pending[:0]
+		// Not a record kdedup wrote, or another partition's:
+		// this partition's state does not depend on it.
+		cr.skipped++
+		return 0, false, nil
+	}
+	if c.Kind == state.ChangeSentinel {
+		if r.Offset < cr.end {
+			return 0, false, nil // another restore's
+		}
+		out, err := cr.sentinel(r)
+		return out, true, err
+	}
+	if c.Topic != cr.st.tp.topic || c.Partition != cr.st.tp.partition {
+		return 0, false, nil
+	}
+	if err := c.DecodeValue(r.Value); err != nil {
+		// The partition's own record: it cannot be left out.
+		return 0, true, fmt.Errorf("changelog %s/%d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+	}
+	cr.applied++
+	if c.Kind != state.ChangeMarker {
+		return 0, false, cr.change(r, c)
+	}
+	return cr.marker(ctx, r, c)
+}
+
+// change holds c, an entry or a tombstone, until the transaction's marker
+// shows it committed at or below to. Past restoreChunk pending changes it
+// writes them ahead of their marker, to bound memory (see
+// restoreChangelog): the input offset stays at the last marker, and the
+// stamp says Ahead until a marker confirms them.
+func (cr *changelogRestore) change(r *kgo.Record, c state.Change) error {
+	cr.pending = append(cr.pending, c)
+	if len(cr.pending) < restoreChunk {
 		return nil
 	}
-	commit := func(next int64) error {
-		batch.SetAhead(ahead)
-		if err := batch.Commit(input, next); err != nil {
-			return err
-		}
-		batch = st.part.NewBlindBatch()
-		inChunk = 0
-		return nil
+	if err := cr.apply(); err != nil {
+		return err
 	}
-	// finish commits the restore and counts the keys.
-	finish := func(next int64) error {
-		if err := commit(next); err != nil {
-			return err
+	cr.ahead = true
+	return cr.commit(r.Offset + 1)
+}
+
+// marker applies the changes of the transaction whose marker c is, if it
+// committed at or below to, and ends the restore when the state reflects
+// to. A marker beyond to ends it too, without those changes and stamped
+// just after the last marker applied: beyondTarget tells a stale target
+// from offsets moved back.
+func (cr *changelogRestore) marker(ctx context.Context, r *kgo.Record, c state.Change) (changelogOutcome, bool, error) {
+	if c.Input > cr.to {
+		// A transaction beyond the committed offset: leave its
+		// changes out, and stop just after the last marker applied.
+		cr.pending = cr.pending[:0]
+		if err := cr.commit(cr.markerEnd); err != nil {
+			return 0, true, err
 		}
-		if _, err := st.part.CountKeys(); err != nil {
-			return err
-		}
-		p.restored(st, log, "changelog", applied, start)
-		return nil
+		out, err := cr.p.beyondTarget(ctx, cr.cl, cr.st, cr.to, c.Input, cr.log)
+		return out, true, err
 	}
-	w := p.newRestoreWatch(st, log)
-	for {
-		fetches, err := w.poll(ctx, cl)
+	if err := cr.apply(); err != nil {
+		return 0, true, err
+	}
+	cr.input = c.Input
+	cr.markerEnd = r.Offset + 1
+	cr.ahead = false // every change before this marker is confirmed
+	cr.batch.SetEventTime(max(cr.batch.EventTime(), c.EventTime))
+	if cr.input == cr.to {
+		// The state reflects the committed input.
+		if err := cr.finish(r.Offset + 1); err != nil {
+			return 0, true, err
+		}
+		return changelogReached, true, nil
+	}
+	if cr.inChunk >= restoreChunk {
+		if err := cr.commit(r.Offset + 1); err != nil {
+			return 0, true, err
+		}
+	}
+	return 0, false, nil
+}
+
+// sentinel ends the restore at its own sentinel r: everything committed
+// before it is read, so the changes pending since the last marker belong
+// to no committed transaction and are dropped. The outcome is decided from what
+// was applied: changes still ahead of their marker were never confirmed
+// (changelogUnconfirmed); otherwise the changelog reached to
+// (changelogReached) or ends before it (changelogShort).
+func (cr *changelogRestore) sentinel(r *kgo.Record) (changelogOutcome, error) {
+	cr.pending = cr.pending[:0]
+	if cr.skipped > 0 {
+		cr.log.Warn().Int64("records", cr.skipped).Msg("changelog records kdedup cannot read were skipped")
+	}
+	if err := cr.finish(r.Offset + 1); err != nil {
+		return 0, err
+	}
+	if cr.ahead {
+		return changelogUnconfirmed, nil
+	}
+	if cr.st.part.Stamp().Input == cr.to {
+		return changelogReached, nil
+	}
+	return changelogShort, nil
+}
+
+// apply puts the pending changes into the batch.
+func (cr *changelogRestore) apply() error {
+	for _, c := range cr.pending {
+		var err error
+		if c.Deleted {
+			err = cr.batch.Delete(c.Hash)
+		} else {
+			err = cr.batch.Put(c.Hash, c.Entry)
+		}
 		if err != nil {
-			// What is applied stays, stamped up to the last marker:
-			// the next restore resumes there.
-			if cerr := commit(markerEnd); cerr != nil {
-				return 0, errors.Join(err, cerr)
-			}
-			return 0, err
+			return err
 		}
-		for _, r := range fetches.Records() {
-			if first < 0 {
-				first = r.Offset
-			}
-			read++
-			c, err := state.ParseChangeKey(r.Key)
-			if err != nil {
-				if errors.Is(err, state.ErrVersion) && c.Topic == st.tp.topic && c.Partition == st.tp.partition {
-					// A kind a newer kdedup writes, of this partition's
-					// state: it cannot be left out.
-					return 0, fmt.Errorf("changelog %s/%d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
-				}
-				// Not a record kdedup wrote, or another partition's:
-				// this partition's state does not depend on it.
-				skipped++
-				continue
-			}
-			if c.Kind == state.ChangeSentinel {
-				if r.Offset < end {
-					continue // another restore's
-				}
-				// Everything committed before the sentinel is read; changes
-				// after the last marker belong to no committed transaction.
-				pending = pending[:0]
-				if skipped > 0 {
-					log.Warn().Int64("records", skipped).Msg("changelog records kdedup cannot read were skipped")
-				}
-				if err := finish(r.Offset + 1); err != nil {
-					return 0, err
-				}
-				if ahead {
-					return changelogUnconfirmed, nil
-				}
-				if st.part.Stamp().Input == to {
-					return changelogReached, nil
-				}
-				return changelogShort, nil
-			}
-			if c.Topic != st.tp.topic || c.Partition != st.tp.partition {
-				continue
-			}
-			if err := c.DecodeValue(r.Value); err != nil {
-				// The partition's own record: it cannot be left out.
-				return 0, fmt.Errorf("changelog %s/%d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
-			}
-			applied++
-			if c.Kind != state.ChangeMarker {
-				// Held until the transaction's marker shows it committed
-				// at or below to.
-				pending = append(pending, c)
-				if len(pending) >= restoreChunk {
-					// Ahead of its marker, to bound memory (see above); the
-					// input offset stays at the last marker.
-					if err := apply(); err != nil {
-						return 0, err
-					}
-					ahead = true
-					if err := commit(r.Offset + 1); err != nil {
-						return 0, err
-					}
-				}
-				continue
-			}
-			if c.Input > to {
-				// A transaction beyond the committed offset: leave its
-				// changes out, and stop just after the last marker applied.
-				pending = pending[:0]
-				if err := commit(markerEnd); err != nil {
-					return 0, err
-				}
-				return p.beyondTarget(ctx, cl, st, to, c.Input, log)
-			}
-			if err := apply(); err != nil {
-				return 0, err
-			}
-			input = c.Input
-			markerEnd = r.Offset + 1
-			ahead = false // every change before this marker is confirmed
-			batch.SetEventTime(max(batch.EventTime(), c.EventTime))
-			if input == to {
-				// The state reflects the committed input.
-				if err := finish(r.Offset + 1); err != nil {
-					return 0, err
-				}
-				return changelogReached, nil
-			}
-			if inChunk >= restoreChunk {
-				if err := commit(r.Offset + 1); err != nil {
-					return 0, err
-				}
-			}
-		}
-		w.report(read, end-first, first >= 0)
 	}
+	cr.inChunk += len(cr.pending)
+	cr.pending = cr.pending[:0]
+	return nil
+}
+
+// commit commits the batch to Pebble, stamped with the last marker's input
+// offset, the changelog position next and whether changes wait ahead of
+// their marker, and starts a new one.
+func (cr *changelogRestore) commit(next int64) error {
+	cr.batch.SetAhead(cr.ahead)
+	if err := cr.batch.Commit(cr.input, next); err != nil {
+		return err
+	}
+	cr.batch = cr.st.part.NewBlindBatch()
+	cr.inChunk = 0
+	return nil
+}
+
+// finish commits the restore and counts the keys.
+func (cr *changelogRestore) finish(next int64) error {
+	if err := cr.commit(next); err != nil {
+		return err
+	}
+	if _, err := cr.st.part.CountKeys(); err != nil {
+		return err
+	}
+	cr.p.restored(cr.st, cr.log, "changelog", cr.applied, cr.start)
+	return nil
 }
 
 // beyondTarget decides what a marker of input offset beyond, past the

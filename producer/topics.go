@@ -56,151 +56,213 @@ var ErrBrokers = errors.New("producer: brokers did not answer")
 // input (when CreateInputs is 0) is waited for until ctx ends, logged every
 // retry.
 func EnsureTopics(ctx context.Context, adm *kadm.Client, plan TopicPlan, brokers []string, timeout time.Duration, log zerolog.Logger) (Partitions, error) {
+	e := &topicEnsurer{
+		adm: adm, plan: plan, brokers: brokers, timeout: timeout, log: log,
+		parts: Partitions{}, deadline: time.Now().Add(timeout), backoff: 100 * time.Millisecond,
+	}
+	// The inputs: their partition counts decide everything else.
+	if err := e.inputs(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.outputs(ctx, e.wanted()); err != nil {
+		return nil, err
+	}
+	return e.parts, nil
+}
+
+// topicEnsurer is one run of EnsureTopics: the partition counts found so
+// far and the retry state its steps share, one deadline and one backoff
+// for the whole run, so that the timeout bounds it as a whole rather than
+// each step (only waiting for inputs, not a broker failure, moves the
+// deadline).
+type topicEnsurer struct {
+	adm     *kadm.Client
+	plan    TopicPlan
+	brokers []string
+	timeout time.Duration
+	log     zerolog.Logger
+
+	parts    Partitions
+	deadline time.Time     // when a failing request is given up
+	backoff  time.Duration // the next retry's delay
+}
+
+// wait logs what is being retried and sleeps out the backoff, doubling it
+// up to 5s. A failure (err) past the deadline is not retried: the error
+// names the brokers, for an operator to check them.
+func (e *topicEnsurer) wait(ctx context.Context, what string, err error) error {
+	if err != nil && time.Now().After(e.deadline) {
+		return fmt.Errorf("%w: %s: %s after %v: %w", ErrBrokers, strings.Join(e.brokers, ","), what, e.timeout, err)
+	}
+	ev := e.log.Warn()
+	if err == nil {
+		ev = e.log.Info()
+	}
+	ev.Err(err).Dur("retry_in", e.backoff).Msg(what)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(e.backoff):
+	}
+	e.backoff = min(2*e.backoff, 5*time.Second)
+	return nil
+}
+
+// inputs records the partition counts of the plan's inputs, creating
+// missing ones when the plan says so (CreateInputs) and otherwise waiting
+// for them.
+func (e *topicEnsurer) inputs(ctx context.Context) error {
 	var inputs []string
-	for _, s := range plan.Streams {
+	for _, s := range e.plan.Streams {
 		inputs = append(inputs, s.Input)
 	}
-	parts := Partitions{}
-	deadline := time.Now().Add(timeout)
-	backoff := 100 * time.Millisecond
-	wait := func(what string, err error) error {
-		if err != nil && time.Now().After(deadline) {
-			return fmt.Errorf("%w: %s: %s after %v: %w", ErrBrokers, strings.Join(brokers, ","), what, timeout, err)
-		}
-		ev := log.Warn()
-		if err == nil {
-			ev = log.Info()
-		}
-		ev.Err(err).Dur("retry_in", backoff).Msg(what)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-		return nil
-	}
-
-	// The inputs: their partition counts decide everything else.
 	for {
-		details, err := listTopics(ctx, adm, inputs...)
+		details, err := listTopics(ctx, e.adm, inputs...)
 		if err != nil {
-			if werr := wait("listing input topics", err); werr != nil {
-				return nil, werr
+			if werr := e.wait(ctx, "listing input topics", err); werr != nil {
+				return werr
 			}
 			continue
 		}
 		var missing []string
 		for _, in := range inputs {
 			if n, ok := details[in]; ok {
-				parts[in] = n
+				e.parts[in] = n
 			} else {
 				missing = append(missing, in)
 			}
 		}
 		if len(missing) == 0 {
-			break
+			return nil
 		}
-		if plan.CreateInputs > 0 {
-			created, err := create(ctx, adm, plan.CreateInputs, nil, missing...)
+		if e.plan.CreateInputs > 0 {
+			created, err := create(ctx, e.adm, e.plan.CreateInputs, nil, missing...)
 			for _, t := range created {
-				parts[t] = plan.CreateInputs
+				e.parts[t] = e.plan.CreateInputs
 			}
 			if len(created) == len(missing) {
-				break
+				return nil
 			}
-			if werr := wait("creating input topics", err); werr != nil {
-				return nil, werr
+			if werr := e.wait(ctx, "creating input topics", err); werr != nil {
+				return werr
 			}
 			continue
 		}
 		// Waiting for a topic someone else creates is not a broker
 		// failure: no deadline.
-		deadline = time.Now().Add(timeout)
-		if werr := wait("waiting for input topics "+strings.Join(missing, ","), nil); werr != nil {
-			return nil, werr
+		e.deadline = time.Now().Add(e.timeout)
+		if werr := e.wait(ctx, "waiting for input topics "+strings.Join(missing, ","), nil); werr != nil {
+			return werr
 		}
 	}
+}
 
+// wanted returns the partition count each output, repartition, audit and
+// changelog topic is created with: its input's for a stream's topics, the
+// largest input's for the audit and the changelog.
+func (e *topicEnsurer) wanted() map[string]int32 {
 	want := map[string]int32{}
 	var auditParts int32 = 1
-	for _, s := range plan.Streams {
-		want[s.Output] = parts[s.Input]
+	for _, s := range e.plan.Streams {
+		want[s.Output] = e.parts[s.Input]
 		if s.Repartition != "" {
-			want[s.Repartition] = parts[s.Input]
+			want[s.Repartition] = e.parts[s.Input]
 		}
-		auditParts = max(auditParts, parts[s.Input])
+		auditParts = max(auditParts, e.parts[s.Input])
 	}
-	if plan.Audit != "" {
-		want[plan.Audit] = auditParts
+	if e.plan.Audit != "" {
+		want[e.plan.Audit] = auditParts
 	}
-	if plan.Changelog != "" {
-		want[plan.Changelog] = auditParts
+	if e.plan.Changelog != "" {
+		want[e.plan.Changelog] = auditParts
 	}
+	return want
+}
+
+// outputs makes the topics of want exist, recording their partition
+// counts, until none is left: each round lists them, takes those that
+// exist as they are and creates the others.
+func (e *topicEnsurer) outputs(ctx context.Context, want map[string]int32) error {
 	for {
 		var names []string
 		for t := range want {
 			names = append(names, t)
 		}
-		details, err := listTopics(ctx, adm, names...)
+		details, err := listTopics(ctx, e.adm, names...)
 		if err != nil {
-			if werr := wait("listing output topics", err); werr != nil {
-				return nil, werr
+			if werr := e.wait(ctx, "listing output topics", err); werr != nil {
+				return werr
 			}
 			continue
 		}
-		byCount := map[int32][]string{}
-		changelogParts := int32(0)
-		for t, n := range want {
-			if have, ok := details[t]; ok {
-				parts[t] = have
-				delete(want, t)
-				if have != n {
-					log.Info().Str("topic", t).Int32("partitions", have).Int32("input_partitions", n).Msg("output topic exists with another partition count; records are partitioned by key")
-				}
-				continue
-			}
-			if t == plan.Changelog {
-				changelogParts = n // created alone: it has its own configs
-				continue
-			}
-			byCount[n] = append(byCount[n], t)
-		}
-		var cerr error
-		if changelogParts > 0 {
-			log.Info().Str("topic", plan.Changelog).Int32("partitions", changelogParts).Msg("creating the changelog topic (compacted)")
-			compact := "compact"
-			created, err := create(ctx, adm, changelogParts, map[string]*string{"cleanup.policy": &compact}, plan.Changelog)
-			if err != nil {
-				cerr = err
-			}
-			for _, t := range created {
-				parts[t] = changelogParts
-				delete(want, t)
-			}
-		}
-		for n, ts := range byCount {
-			log.Info().Strs("topics", ts).Int32("partitions", n).Msg("creating topics")
-			created, err := create(ctx, adm, n, nil, ts...)
-			if err != nil {
-				cerr = err
-			}
-			// The create response is the truth: the client's cached
-			// metadata may not show a new topic for a while.
-			for _, t := range created {
-				parts[t] = n
-				delete(want, t)
-			}
-		}
+		byCount, changelogParts := e.existing(details, want)
+		cerr := e.createOutputs(ctx, want, byCount, changelogParts)
 		if len(want) == 0 {
-			return parts, nil
+			return nil
 		}
 		// Left: topics another instance created meanwhile (listed on
 		// the next round) or a failed create.
-		if werr := wait("creating output topics", cerr); werr != nil {
-			return nil, werr
+		if werr := e.wait(ctx, "creating output topics", cerr); werr != nil {
+			return werr
 		}
 	}
+}
+
+// existing takes the topics of want that details lists out of want,
+// recording their partition counts, and sorts the missing ones by the
+// partition count they are to be created with. The changelog is left out
+// of byCount: changelogParts > 0 says it is missing.
+func (e *topicEnsurer) existing(details, want map[string]int32) (byCount map[int32][]string, changelogParts int32) {
+	byCount = map[int32][]string{}
+	for t, n := range want {
+		if have, ok := details[t]; ok {
+			e.parts[t] = have
+			delete(want, t)
+			if have != n {
+				e.log.Info().Str("topic", t).Int32("partitions", have).Int32("input_partitions", n).Msg("output topic exists with another partition count; records are partitioned by key")
+			}
+			continue
+		}
+		if t == e.plan.Changelog {
+			changelogParts = n // created alone: it has its own configs
+			continue
+		}
+		byCount[n] = append(byCount[n], t)
+	}
+	return byCount, changelogParts
+}
+
+// createOutputs creates the missing changelog (compacted), when
+// changelogParts > 0, and the topics of byCount, taking those it created
+// out of want. It returns the last error of a create, for the retry.
+func (e *topicEnsurer) createOutputs(ctx context.Context, want map[string]int32, byCount map[int32][]string, changelogParts int32) error {
+	var cerr error
+	if changelogParts > 0 {
+		e.log.Info().Str("topic", e.plan.Changelog).Int32("partitions", changelogParts).Msg("creating the changelog topic (compacted)")
+		compact := "compact"
+		created, err := create(ctx, e.adm, changelogParts, map[string]*string{"cleanup.policy": &compact}, e.plan.Changelog)
+		if err != nil {
+			cerr = err
+		}
+		for _, t := range created {
+			e.parts[t] = changelogParts
+			delete(want, t)
+		}
+	}
+	for n, ts := range byCount {
+		e.log.Info().Strs("topics", ts).Int32("partitions", n).Msg("creating topics")
+		created, err := create(ctx, e.adm, n, nil, ts...)
+		if err != nil {
+			cerr = err
+		}
+		// The create response is the truth: the client's cached
+		// metadata may not show a new topic for a while.
+		for _, t := range created {
+			e.parts[t] = n
+			delete(want, t)
+		}
+	}
+	return cerr
 }
 
 // listTopics returns the partition counts of the named topics that exist.
