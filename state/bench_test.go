@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
@@ -47,7 +48,9 @@ func putNew(b *testing.B, bt *Batch, i int) {
 // BenchmarkLookup reads keys of a 1M-key partition: hit-cold reads stored
 // keys right after the store was compacted (every block read from a file),
 // hit-warm the same keys again once the block cache holds them, miss
-// absent keys, which the bloom filters answer without a data block.
+// absent keys, which the key index answers without Pebble, and
+// miss-shared-prefix absent keys whose first 64 bits a stored key has
+// (the index cannot tell them apart: Pebble's bloom filters answer).
 func BenchmarkLookup(b *testing.B) {
 	const n = 1_000_000
 	s, p := fill(b, n)
@@ -76,6 +79,71 @@ func BenchmarkLookup(b *testing.B) {
 			}
 		}
 	})
+	b.Run("miss-shared-prefix", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			h := hashOf(i % n)
+			h[15] ^= 0xff
+			if _, ok, err := p.Get(h); err != nil || ok {
+				b.Fatal("hit", err)
+			}
+		}
+	})
+}
+
+// BenchmarkOpenPartition opens a partition of 1M keys, which scans its
+// keys to build the key index: warm reopens the partition (the block
+// cache holds what the last scan read), cold reopens the store first.
+// It reports the time per million keys and the index's memory per key
+// (heap growth over the open, after a GC).
+func BenchmarkOpenPartition(b *testing.B) {
+	const n = 1_000_000
+	s, p := fill(b, n)
+	dir := s.dir
+	defer func() { s.Close() }()
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, cold := range []bool{false, true} {
+		name := "warm"
+		if cold {
+			name = "cold"
+		}
+		b.Run(name, func(b *testing.B) {
+			var grew uint64
+			for b.Loop() {
+				b.StopTimer()
+				p.Close()
+				p = nil
+				if cold {
+					if err := s.Close(); err != nil {
+						b.Fatal(err)
+					}
+					var err error
+					if s, err = Open(dir, Options{FS: vfs.Default}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				before := heap()
+				b.StartTimer()
+				var err error
+				if p, err = s.OpenPartition("push-events", 0, time.Hour); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				grew = heap() - before
+				b.StartTimer()
+			}
+			if got := p.index.keys(); got != n {
+				b.Fatalf("the index counts %d keys", got)
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N)/(n/1e6), "ms/Mkeys")
+			b.ReportMetric(float64(grew)/n, "index-B/key")
+		})
+	}
 }
 
 // BenchmarkCommit commits batches of 1,000 new keys with their stamp; the
@@ -105,15 +173,16 @@ func BenchmarkCommit(b *testing.B) {
 }
 
 // BenchmarkBytesPerKey reports the disk bytes per stored key after 1M keys
-// and a full compaction (entry plus retirement index).
+// and a full compaction (entry plus retirement index), and the memory the
+// open partition's key index takes per key.
 func BenchmarkBytesPerKey(b *testing.B) {
 	const n = 1_000_000
 	for b.Loop() {
 		s, p := fill(b, n)
-		_ = p
 		u := s.DiskUsage()
 		b.ReportMetric(float64(u.Tables)/n, "table-bytes/key")
 		b.ReportMetric(float64(u.Total)/n, "disk-bytes/key")
+		b.ReportMetric(float64(p.index.bytes())/n, "index-mem-bytes/key")
 		s.Close()
 	}
 }

@@ -15,9 +15,11 @@
 // exactly what it holds.
 //
 // Keyspaces are opened, closed and dropped independently: state of
-// partitions an instance is not assigned is left alone. Bloom filters on
-// every level make the common lookup, a new key, cheap; the block cache and
-// memtable sizes are set explicitly (Options).
+// partitions an instance is not assigned is left alone. The common lookup,
+// a new key, is answered by an in-memory index of the open keyspace's
+// stored keys without reading Pebble (Partition); bloom filters on every
+// level make the lookups it passes on cheap when they miss; the block
+// cache and memtable sizes are set explicitly (Options).
 //
 // The package knows nothing of Kafka clients.
 package state

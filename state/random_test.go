@@ -314,6 +314,9 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 			if ps, rs := part.Stamp(), replica.Stamp(); ps.Input != rs.Input || ps.EventTime != rs.EventTime || ps.Keys != rs.Keys {
 				fail("stamps: primary %+v, replica %+v", ps, rs)
 			}
+			if rng.IntN(8) == 0 {
+				checkIndexes(fail, part, replica)
+			}
 		}
 		for _, w := range want {
 			counts[w]++
@@ -331,6 +334,7 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 				fail("replica collect: %v", err)
 			}
 			collected += c
+			checkIndexes(fail, part, replica)
 		}
 		if rng.IntN(100) == 0 {
 			stamp := part.Stamp()
@@ -341,9 +345,11 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 			if part.Stamp() != stamp {
 				fail("stamp %+v after reopen, was %+v", part.Stamp(), stamp)
 			}
+			checkIndexes(fail, part)
 			reopened++
 		}
 	}
+	checkIndexes(fail, part, replica)
 	for _, r := range dedup.Reasons() {
 		if counts[r] == 0 {
 			fail("the stream never produced %v: the generator is too narrow (%v)", r, counts)
@@ -356,3 +362,256 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 }
 
 func durp(d time.Duration) *config.Duration { c := config.Duration(d); return &c }
+
+// checkIndexes compares each partition's key index with what Pebble holds.
+func checkIndexes(fail func(string, ...any), parts ...*state.Partition) {
+	for _, p := range parts {
+		if err := state.CheckIndex(p); err != nil {
+			fail("key index: %v", err)
+		}
+	}
+}
+
+// TestRandomIndex drives partitions through random sequences of what can
+// change their keys (batches committed and discarded, with Gets, Puts,
+// Deletes and Retire; blind restore batches, with and without CountKeys;
+// Collect; a drop and reopen; closing and reopening the partition and the
+// store) over keys that often share their first 64 bits (prefix 0 among
+// them), and checks after each step that every probed key's Get agrees
+// with a model and that the key index counts exactly what Pebble holds:
+// the index must never say absent for a stored key.
+func TestRandomIndex(t *testing.T) {
+	seeds := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	if *seedFlag != 0 {
+		seeds = []uint64{*seedFlag}
+	}
+	for _, seed := range seeds {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			t.Parallel()
+			runRandomIndex(t, seed, max(*eventsFlag/50, 200))
+		})
+	}
+}
+
+func runRandomIndex(t *testing.T, seed uint64, steps int) {
+	rng := rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d))
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("seed %d (rerun: go test ./state -run 'TestRandomIndex' -seed %d): %s", seed, seed, fmt.Sprintf(format, args...))
+	}
+	// Keys: a few hundred 64-bit prefixes, each with up to four keys.
+	var keys []dedup.Hash
+	for i := 0; i < 300; i++ {
+		var h dedup.Hash
+		if i > 0 {
+			for j := 0; j < 8; j++ {
+				h[j] = byte(rng.Uint32())
+			}
+		}
+		for n := 1 + rng.IntN(4); n > 0; n-- {
+			for j := 8; j < len(h); j++ {
+				h[j] = byte(rng.Uint32())
+			}
+			keys = append(keys, h)
+		}
+	}
+	const topic = "push-events"
+	lateness := time.Minute
+	fs := vfs.NewMem()
+	var store *state.Store
+	parts := make([]*state.Partition, 2)
+	models := []map[dedup.Hash]dedup.Entry{{}, {}}
+	keysExact := []bool{true, true} // the stamp's Keys is exact (no blind batch since CountKeys)
+	openPart := func(i int) {
+		p, err := store.OpenPartition(topic, int32(i), lateness)
+		if err != nil {
+			fail("open partition %d: %v", i, err)
+		}
+		parts[i] = p
+	}
+	openStore := func() {
+		var err error
+		if store, err = state.Open("db", state.Options{FS: fs, MemtableSize: 1 << 20, CacheSize: 1 << 20}); err != nil {
+			fail("open: %v", err)
+		}
+		openPart(0)
+		openPart(1)
+	}
+	openStore()
+	defer func() { store.Close() }()
+	clock := int64(1_700_000_000_000)
+	entry := func(pn int) dedup.Entry {
+		e := dedup.Entry{FirstSeen: clock - rng.Int64N(60_000), Topic: topic, Partition: int32(pn), Offset: rng.Int64N(1 << 40)}
+		e.Expiry = e.FirstSeen + 1 + rng.Int64N(5*60_000)
+		e.Fingerprint[0] = byte(rng.Uint32())
+		return e
+	}
+	// check probes keys (all of them now and then) against the model.
+	check := func(step int, what string, pn int) {
+		t.Helper()
+		p, m := parts[pn], models[pn]
+		probe := keys
+		if rng.IntN(4) != 0 {
+			probe = make([]dedup.Hash, 50)
+			for i := range probe {
+				probe[i] = keys[rng.IntN(len(keys))]
+			}
+		}
+		for _, h := range probe {
+			e, ok, err := p.Get(h)
+			want, wok := m[h]
+			if err != nil || ok != wok || e != want {
+				fail("step %d (%s), partition %d, key %x: Get = %v %+v %v, model %v %+v", step, what, pn, h, ok, e, err, wok, want)
+			}
+		}
+		if err := state.CheckIndex(p); err != nil {
+			fail("step %d (%s): %v", step, what, err)
+		}
+		if keysExact[pn] && p.Stamp().Keys != int64(len(m)) {
+			fail("step %d (%s), partition %d: stamp counts %d keys, model %d", step, what, pn, p.Stamp().Keys, len(m))
+		}
+	}
+	counts := map[string]int{}
+	var input int64
+	for step := 0; step < steps; step++ {
+		pn := rng.IntN(2)
+		p, m := parts[pn], models[pn]
+		clock += rng.Int64N(30_000)
+		input++
+		var what string
+		switch r := rng.IntN(100); {
+		case r < 50:
+			what = "batch"
+			b := p.NewBatch()
+			if state.IndexStale(p) {
+				fail("step %d: NewBatch left the index stale", step)
+			}
+			overlay := map[dedup.Hash]*dedup.Entry{} // nil: deleted
+			view := func(h dedup.Hash) (dedup.Entry, bool) {
+				if e, ok := overlay[h]; ok {
+					if e == nil {
+						return dedup.Entry{}, false
+					}
+					return *e, true
+				}
+				e, ok := m[h]
+				return e, ok
+			}
+			for n := rng.IntN(60); n > 0; n-- {
+				h := keys[rng.IntN(len(keys))]
+				switch o := rng.IntN(10); {
+				case o < 5: // as the engine: Get, then Put if absent or now and then anyway
+					e, ok, err := b.Get(h)
+					we, wok := view(h)
+					if err != nil || ok != wok || e != we {
+						fail("step %d: batch Get %x = %v %+v %v, model %v %+v", step, h, ok, e, err, wok, we)
+					}
+					if !ok || rng.IntN(3) == 0 {
+						e := entry(pn)
+						if err := b.Put(h, e); err != nil {
+							fail("step %d: put: %v", step, err)
+						}
+						overlay[h] = &e
+					}
+				case o < 8: // Put without a Get first
+					e := entry(pn)
+					if err := b.Put(h, e); err != nil {
+						fail("step %d: put: %v", step, err)
+					}
+					overlay[h] = &e
+				default:
+					if err := b.Delete(h); err != nil {
+						fail("step %d: delete: %v", step, err)
+					}
+					overlay[h] = nil
+				}
+			}
+			b.SetEventTime(max(b.EventTime(), clock))
+			if rng.IntN(3) == 0 {
+				what = "batch+retire"
+				if _, _, err := b.Retire(1+rng.IntN(100), func(h dedup.Hash) { overlay[h] = nil }); err != nil {
+					fail("step %d: retire: %v", step, err)
+				}
+			}
+			if rng.IntN(5) == 0 {
+				what += " discarded"
+				b.Discard()
+				break
+			}
+			if err := b.Commit(input, input); err != nil {
+				fail("step %d: commit: %v", step, err)
+			}
+			for h, e := range overlay {
+				if e == nil {
+					delete(m, h)
+				} else {
+					m[h] = *e
+				}
+			}
+		case r < 65:
+			what = "blind"
+			b := p.NewBlindBatch()
+			for n := 1 + rng.IntN(80); n > 0; n-- {
+				h := keys[rng.IntN(len(keys))]
+				if rng.IntN(3) == 0 {
+					if err := b.Delete(h); err != nil {
+						fail("step %d: blind delete: %v", step, err)
+					}
+					delete(m, h)
+				} else {
+					e := entry(pn)
+					if err := b.Put(h, e); err != nil {
+						fail("step %d: blind put: %v", step, err)
+					}
+					m[h] = e
+				}
+			}
+			if err := b.Commit(input, input); err != nil {
+				fail("step %d: blind commit: %v", step, err)
+			}
+			keysExact[pn] = false
+			if rng.IntN(2) == 0 {
+				what = "blind+count"
+				n, err := p.CountKeys()
+				if err != nil || n != int64(len(m)) {
+					fail("step %d: CountKeys = %d, %v; model %d", step, n, err, len(m))
+				}
+				if state.IndexStale(p) {
+					fail("step %d: CountKeys left the index stale", step)
+				}
+				keysExact[pn] = true
+			}
+		case r < 80:
+			what = "collect"
+			if _, _, err := p.Collect(1+rng.IntN(200), func(h dedup.Hash) { delete(m, h) }); err != nil {
+				fail("step %d: collect: %v", step, err)
+			}
+		case r < 85:
+			what = "drop"
+			p.Close()
+			if err := store.DropPartition(topic, int32(pn)); err != nil {
+				fail("step %d: drop: %v", step, err)
+			}
+			openPart(pn)
+			clear(m)
+			keysExact[pn] = true
+		case r < 90:
+			what = "reopen partition"
+			p.Close()
+			openPart(pn)
+		case r < 94:
+			what = "reopen store"
+			if err := store.Close(); err != nil {
+				fail("step %d: close: %v", step, err)
+			}
+			openStore()
+		default:
+			what = "probe"
+		}
+		counts[what]++
+		check(step, what, pn)
+	}
+	check(steps, "end", 0)
+	check(steps, "end", 1)
+	t.Logf("seed %d: %d steps %v; %d and %d keys stored", seed, steps, counts, len(models[0]), len(models[1]))
+}

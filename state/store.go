@@ -163,6 +163,10 @@ func (s *Store) OpenPartition(topic string, partition int32, lateness time.Durat
 		return nil, fmt.Errorf("opening state for %s/%d: %w", topic, partition, err)
 	}
 	p.stamp = st
+	// The key index: one scan of the keyspace's keys (see Partition).
+	if p.index, _, err = p.scanEntries(); err != nil {
+		return nil, fmt.Errorf("opening state for %s/%d: indexing its keys: %w", topic, partition, err)
+	}
 	s.open[string(prefix)] = p
 	return p, nil
 }
