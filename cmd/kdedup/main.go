@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -35,6 +37,8 @@ top-level field: --brokers, --group, --instance-id, --state-dir,
 --audit-topic, --changelog-topic, --guarantee, --commit-interval,
 --admin-addr. Every field may also come from KDEDUP_<PATH> environment
 variables; flags override the environment, which overrides the file.
+KDEDUP_CPUPROFILE=FILE and KDEDUP_MEMPROFILE=FILE make run write a CPU
+profile of its whole life and a heap profile at its exit (go tool pprof).
 `
 
 func main() {
@@ -55,7 +59,7 @@ func run(args, env []string, stdout, stderr io.Writer) int {
 	case "check":
 		return check(args[1:], env, stdout, stderr)
 	case "run":
-		return runCmd(args[1:], env, stderr)
+		return profiled(env, stderr, func(env []string) int { return runCmd(args[1:], env, stderr) })
 	case "demo":
 		return demoCmd(args[1:], env, stdout, stderr)
 	case "state":
@@ -64,6 +68,89 @@ func run(args, env []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kdedup: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+}
+
+// The environment variables that make kdedup run write profiles.
+const (
+	cpuProfileEnv = "KDEDUP_CPUPROFILE"
+	memProfileEnv = "KDEDUP_MEMPROFILE"
+)
+
+// profiled runs cmd, a command's body, with the profiles the environment
+// asks for: KDEDUP_CPUPROFILE=FILE, a CPU profile from start until cmd
+// returns; KDEDUP_MEMPROFILE=FILE, a heap profile when it returns (after
+// a garbage collection, so it shows what is live). cmd gets env without
+// those two, which name no configuration field. A file that cannot be
+// created is a usage error (2), before cmd runs; a profile that cannot
+// be written makes a successful command fail (1). A command that exits
+// the process itself (kdedup run's shutdown deadline) writes neither.
+func profiled(env []string, stderr io.Writer, cmd func(env []string) int) int {
+	var cpuPath, memPath string
+	var rest []string
+	for _, kv := range env {
+		switch name, v, _ := strings.Cut(kv, "="); name {
+		case cpuProfileEnv:
+			cpuPath = v
+		case memProfileEnv:
+			memPath = v
+		default:
+			rest = append(rest, kv)
+		}
+	}
+	var cpuFile, memFile *os.File
+	if cpuPath != "" {
+		f, err := os.Create(cpuPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "kdedup: %s: %v\n", cpuProfileEnv, err)
+			return 2
+		}
+		cpuFile = f
+	}
+	if memPath != "" {
+		f, err := os.Create(memPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "kdedup: %s: %v\n", memProfileEnv, err)
+			if cpuFile != nil {
+				cpuFile.Close()
+			}
+			return 2
+		}
+		memFile = f
+	}
+	if cpuFile != nil {
+		if err := pprof.StartCPUProfile(cpuFile); err != nil {
+			fmt.Fprintf(stderr, "kdedup: %s: %v\n", cpuProfileEnv, err)
+			cpuFile.Close()
+			if memFile != nil {
+				memFile.Close()
+			}
+			return 1
+		}
+	}
+	code := cmd(rest)
+	fail := func(name string, err error) {
+		fmt.Fprintf(stderr, "kdedup: %s: %v\n", name, err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	if cpuFile != nil {
+		pprof.StopCPUProfile()
+		if err := cpuFile.Close(); err != nil {
+			fail(cpuProfileEnv, err)
+		}
+	}
+	if memFile != nil {
+		runtime.GC()
+		err := pprof.Lookup("heap").WriteTo(memFile, 0)
+		if cerr := memFile.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			fail(memProfileEnv, err)
+		}
+	}
+	return code
 }
 
 // loadConfig parses the configuration flags of a command and loads the
