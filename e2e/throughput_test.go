@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -12,58 +11,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kdedup/kdedup/bench"
 	"github.com/kdedup/kdedup/internal/e2e"
 )
-
-// rawPipe is the baseline: a transactional consume → produce loop with
-// kdedup's client settings and commit interval, copying each input record
-// to out (same partition) and deciding nothing.
-func rawPipe(ctx context.Context, e *env, out string, interval time.Duration) error {
-	sess, err := kgo.NewGroupTransactSession(e.conn(
-		kgo.MetadataMinAge(250*time.Millisecond),
-		kgo.ConsumerGroup(e.tp.Prefix+"raw-pipe"),
-		kgo.ConsumeTopics(e.tp.Inputs()...),
-		kgo.InstanceID("raw"),
-		kgo.SessionTimeout(45*time.Second),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.TransactionalID(e.tp.Prefix+"raw-pipe-raw"),
-		kgo.TransactionTimeout(30*time.Second),
-	)...)
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	inTxn := false
-	var started time.Time
-	for ctx.Err() == nil {
-		pctx, cancel := ctx, context.CancelFunc(func() {})
-		if inTxn {
-			pctx, cancel = context.WithDeadline(ctx, started.Add(interval))
-		}
-		fs := sess.PollRecords(pctx, 10_000)
-		cancel()
-		if recs := fs.Records(); len(recs) > 0 {
-			if !inTxn {
-				if err := sess.Begin(); err != nil {
-					return err
-				}
-				inTxn, started = true, time.Now()
-			}
-			for _, r := range recs {
-				sess.Produce(ctx, &kgo.Record{Topic: out, Partition: r.Partition, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp}, nil)
-			}
-		}
-		if inTxn && time.Since(started) >= interval {
-			if _, err := sess.End(ctx, kgo.TryCommit); err != nil && !errors.Is(err, context.Canceled) {
-				return err
-			}
-			inTxn = false
-		}
-	}
-	return nil
-}
 
 // timeToVisible returns how long until n records of topics are visible
 // under read_committed, measured from start.
@@ -88,7 +38,10 @@ func timeToVisible(e *env, n int, start time.Time, topics ...string) (time.Durat
 }
 
 // BenchmarkThroughput measures kdedup against the raw transactional pipe
-// on the same in-process broker and input, with the same commit interval:
+// (bench.RawPipe, here on a goroutine of the test process; kdedup bench
+// runs it as a process of its own and measures CPU, memory and latency
+// too) on the same in-process broker and input, with the same commit
+// interval:
 // each is timed from its start until every input's result is visible
 // under read_committed. It reports both rates and their ratio
 // (kdedup_events/s, raw_events/s, kdedup/raw); kdedup's results are then
@@ -149,7 +102,9 @@ func throughputOnce(b *testing.B, n int) (raw, kd time.Duration) {
 	b.StartTimer()
 	start := time.Now()
 	pipeErr := make(chan error, 1)
-	go func() { pipeErr <- rawPipe(ctx, e, rawOut, 50*time.Millisecond) }()
+	go func() {
+		pipeErr <- bench.RawPipe(ctx, bench.PipeOptions{Group: e.tp.Prefix + "raw-pipe", Inputs: e.tp.Inputs(), Output: rawOut, CommitInterval: 50 * time.Millisecond}, e.conn()...)
+	}()
 	raw, err = timeToVisible(e, n, start, rawOut)
 	b.StopTimer()
 	cancel()

@@ -1,0 +1,600 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kdedup/kdedup/embedded"
+	"github.com/kdedup/kdedup/internal/e2e"
+)
+
+// The headers the bench marks its records with: the latency phase's
+// events (phaseHeader: phaseLatency), and the sentinels that end a run.
+const (
+	phaseHeader    = "bench.phase"
+	phaseLatency   = "latency"
+	sentinelHeader = "bench.sentinel"
+)
+
+// stallTimeout is how long a wait for results may see none arrive before
+// the run fails.
+const stallTimeout = time.Minute
+
+// stopTimeout is how long a child may take to exit after SIGTERM
+// (kdedup's contract: 30s).
+const stopTimeout = 30 * time.Second
+
+// Run runs the benchmark: for each round the raw pipe, then kdedup, each
+// as a child process over its own copy of the workload (see the package
+// documentation). It returns the report of every round, or the first
+// error: options that do not validate, a broker that cannot be reached,
+// a child that fails or exits early, or a pipe whose results are not
+// exactly one per input record. Progress lines go to o.Out.
+func Run(ctx context.Context, o Options) (Report, error) {
+	o.EnsureDefaults()
+	if err := o.Validate(); err != nil {
+		return Report{}, err
+	}
+	if o.Binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return Report{}, fmt.Errorf("bench: finding the kdedup executable: %w", err)
+		}
+		o.Binary = exe
+	}
+	if st, err := os.Stat(o.Binary); err != nil {
+		return Report{}, fmt.Errorf("bench: kdedup executable: %w", err)
+	} else if st.IsDir() {
+		return Report{}, fmt.Errorf("bench: kdedup executable %s is a directory", o.Binary)
+	}
+	dir := o.Dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "kdedup-bench")
+		if err != nil {
+			return Report{}, fmt.Errorf("bench: scratch directory: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Report{}, fmt.Errorf("bench: scratch directory: %w", err)
+	}
+
+	b := &bencher{o: o, dir: dir, log: o.Log, runID: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	rep := Report{
+		Events: o.Events, Partitions: o.Partitions, CommitInterval: o.CommitInterval,
+		LatencyDuration: o.LatencyDuration, DisableChangelog: o.DisableChangelog,
+		Brokers: o.Brokers, CPUs: runtime.NumCPU(),
+	}
+	if len(o.Brokers) == 0 {
+		broker, err := embedded.Start(filepath.Join(dir, "broker"), 0, o.Partitions, o.Log)
+		if err != nil {
+			return Report{}, fmt.Errorf("bench: %w", err)
+		}
+		defer broker.Close()
+		rep.Brokers, rep.Embedded = broker.Addrs(), true
+	}
+	b.brokers = rep.Brokers
+	if err := b.connect(); err != nil {
+		return Report{}, err
+	}
+	defer b.close()
+
+	for round := 1; round <= o.Rounds; round++ {
+		var rd Round
+		for _, k := range []kind{raw, kdedup} {
+			f, err := b.runPipe(ctx, round, k)
+			if err != nil {
+				return rep, fmt.Errorf("bench: round %d, %s: %w", round, k, err)
+			}
+			if k == raw {
+				rd.Raw = f
+			} else {
+				rd.Kdedup = f
+			}
+		}
+		rep.Rounds = append(rep.Rounds, rd)
+	}
+	return rep, nil
+}
+
+// kind names a pipe.
+type kind string
+
+const (
+	raw    kind = "raw"
+	kdedup kind = "kdedup"
+)
+
+// bencher is one Run's clients and names.
+type bencher struct {
+	o       Options
+	dir     string
+	brokers []string
+	runID   string
+	log     zerolog.Logger
+
+	admCl *kgo.Client
+	adm   *kadm.Client
+	// bulk produces the workload; paced the latency phase's events;
+	// manual the sentinels, to partitions of its choosing.
+	bulk, paced, manual *kgo.Client
+}
+
+func (b *bencher) conn(opts ...kgo.Opt) []kgo.Opt {
+	return append([]kgo.Opt{kgo.SeedBrokers(b.brokers...), kgo.MetadataMinAge(250 * time.Millisecond)}, opts...)
+}
+
+// connect creates the clients.
+func (b *bencher) connect() error {
+	var err error
+	mk := func(opts ...kgo.Opt) *kgo.Client {
+		if err != nil {
+			return nil
+		}
+		var cl *kgo.Client
+		cl, err = kgo.NewClient(b.conn(opts...)...)
+		return cl
+	}
+	b.admCl = mk()
+	// The workload as fast as the broker takes it: large batches, a
+	// linger that fills them. Idempotent, not transactional (franz-go's
+	// default).
+	b.bulk = mk(kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(200_000))
+	// The latency phase: each record leaves at once, stamped when handed
+	// over.
+	b.paced = mk(kgo.ProducerLinger(time.Millisecond))
+	b.manual = mk(kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0))
+	if err != nil {
+		b.close()
+		return fmt.Errorf("bench: brokers %s: %w", strings.Join(b.brokers, ","), err)
+	}
+	b.adm = kadm.NewClient(b.admCl)
+	return nil
+}
+
+func (b *bencher) close() {
+	for _, cl := range []*kgo.Client{b.bulk, b.paced, b.manual, b.admCl} {
+		if cl != nil {
+			cl.Close()
+		}
+	}
+}
+
+// pipeRun is one pipe of one round: its names and the topics its
+// results land in.
+type pipeRun struct {
+	kind      kind
+	label     string // "round 1/3 raw", for progress lines
+	tp        *e2e.Topics
+	group     string
+	instance  string // the child's static instance id in group
+	output    string // the raw pipe's
+	changelog string // kdedup's
+	// createChangelog is set for kdedup with its changelog on: the
+	// bench creates the topic (compacted), and deletes it whenever it
+	// exists.
+	createChangelog bool
+	results         []string
+}
+
+func (b *bencher) newPipeRun(round int, k kind) *pipeRun {
+	tp := e2e.NewTopics(fmt.Sprintf("kdedup-bench-%s.r%d-%s.", b.runID, round, k))
+	pr := &pipeRun{kind: k, tp: tp, label: fmt.Sprintf("round %d/%d %s", round, b.o.Rounds, k)}
+	switch k {
+	case raw:
+		pr.group, pr.instance = tp.Prefix+"raw-pipe", "raw"
+		pr.output = tp.Prefix + "raw.out"
+		pr.results = []string{pr.output}
+	case kdedup:
+		tp.Group = tp.Prefix + "kdedup"
+		pr.group, pr.instance = tp.Group, kdedupInstance
+		pr.changelog = tp.Prefix + "changelog"
+		pr.createChangelog = !b.o.DisableChangelog
+		pr.results = tp.Decided()
+	}
+	return pr
+}
+
+// runPipe runs one pipe of one round and returns its figures.
+func (b *bencher) runPipe(ctx context.Context, round int, k kind) (Figures, error) {
+	var f Figures
+	pr := b.newPipeRun(round, k)
+	if err := b.createTopics(ctx, pr); err != nil {
+		return f, err
+	}
+	defer b.cleanUp(pr)
+
+	n := b.o.Events
+	w := pr.tp.NewWorkload(b.o.Seed, n)
+	began := time.Now()
+	if err := b.produceWorkload(ctx, w, n); err != nil {
+		return f, err
+	}
+	fmt.Fprintf(b.o.Out, "%s: %s events produced in %.1fs\n", pr.label, thousands(float64(n)), time.Since(began).Seconds())
+
+	rd, err := newReader(b.conn(), pr.results)
+	if err != nil {
+		return f, err
+	}
+	rctx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	go rd.run(rctx)
+	defer func() { stopReading(); <-rd.done }()
+
+	start := time.Now()
+	ch, err := b.startChild(pr, round)
+	if err != nil {
+		return f, err
+	}
+	defer ch.kill() // a no-op once it exited
+
+	// Throughput phase.
+	if _, err := rd.waitFor(ctx, ch, "results of the throughput phase", func(c counts) bool { return c.bulk >= n }); err != nil {
+		return f, err
+	}
+	f.Events, f.Elapsed = n, time.Since(start)
+	cpu, hwm, snapErr := procSnapshot(ch.cmd.Process.Pid)
+	if snapErr != nil {
+		b.log.Debug().Err(snapErr).Msg("no /proc snapshot; CPU and peak RSS from rusage at exit")
+		f.WholeLife = true
+	} else {
+		f.CPU, f.PeakRSS = cpu, hwm
+	}
+
+	// Latency phase, at half the rate just reached.
+	target := f.Rate() / 2
+	f.LatencyEvents = max(1, int(target*b.o.LatencyDuration.Seconds()))
+	fmt.Fprintf(b.o.Out, "%s: %s events/s; latency phase: %s events at %s events/s\n",
+		pr.label, thousands(f.Rate()), thousands(float64(f.LatencyEvents)), thousands(target))
+	sent, err := b.producePaced(ctx, w, f.LatencyEvents, target)
+	if err != nil {
+		return f, err
+	}
+	// The last event is due (n-1)/rate after the first.
+	f.LatencyRate = target
+	if f.LatencyEvents > 1 && sent > 0 {
+		f.LatencyRate = min(target, float64(f.LatencyEvents-1)/sent.Seconds())
+	}
+	if _, err := rd.waitFor(ctx, ch, "results of the latency phase", func(c counts) bool { return c.latency >= f.LatencyEvents }); err != nil {
+		return f, err
+	}
+
+	if err := ch.stop(); err != nil {
+		return f, err
+	}
+	if f.WholeLife {
+		f.CPU, f.PeakRSS = ch.rusage()
+	}
+
+	// Everything committed is visible once the sentinels are.
+	if err := b.sendSentinels(ctx, pr.results); err != nil {
+		return f, err
+	}
+	want := b.o.Partitions * len(pr.results)
+	c, err := rd.waitFor(ctx, nil, "the sentinels", func(c counts) bool { return c.sentinels >= want })
+	if err != nil {
+		return f, err
+	}
+	if c.bulk != n || c.latency != f.LatencyEvents {
+		return f, fmt.Errorf("%d results for %d input records of the throughput phase and %d for %d of the latency phase in %s: want exactly one per input record",
+			c.bulk, n, c.latency, f.LatencyEvents, strings.Join(pr.results, ", "))
+	}
+	lat := rd.latencies()
+	f.P50, f.P99 = percentile(lat, 50), percentile(lat, 99)
+	fmt.Fprintf(b.o.Out, "%s: p50 %s, p99 %s (latency phase sent at %s events/s)\n", pr.label, millis(f.P50), millis(f.P99), thousands(f.LatencyRate))
+	return f, nil
+}
+
+// createTopics creates the inputs and result topics of pr, and kdedup's
+// changelog, with o.Partitions partitions each and time retention off
+// (the workload's event times lie days back).
+func (b *bencher) createTopics(ctx context.Context, pr *pipeRun) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	never := "-1"
+	plain := map[string]*string{"retention.ms": &never}
+	topics := append(slices.Clone(pr.tp.Inputs()), pr.results...)
+	resps, err := b.adm.CreateTopics(ctx, int32(b.o.Partitions), -1, plain, topics...)
+	if err == nil {
+		err = resps.Error()
+	}
+	if err == nil && pr.createChangelog {
+		compact := "compact"
+		resps, err = b.adm.CreateTopics(ctx, int32(b.o.Partitions), -1, map[string]*string{"cleanup.policy": &compact}, pr.changelog)
+		if err == nil {
+			err = resps.Error()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("creating topics: %w", err)
+	}
+	return nil
+}
+
+// cleanUp deletes pr's topics and group; failures are only logged.
+func (b *bencher) cleanUp(pr *pipeRun) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topics := append(slices.Clone(pr.tp.Inputs()), pr.results...)
+	if pr.changelog != "" {
+		topics = append(topics, pr.changelog)
+	}
+	resps, err := b.adm.DeleteTopics(ctx, topics...)
+	if err == nil {
+		for _, r := range resps {
+			// A changelog kdedup was told not to write may not exist.
+			if r.Err != nil && !errors.Is(r.Err, kerr.UnknownTopicOrPartition) {
+				err = fmt.Errorf("%s: %w", r.Topic, r.Err)
+			}
+		}
+	}
+	if err != nil {
+		b.log.Warn().Err(err).Strs("topics", topics).Msg("deleting the bench's topics")
+	}
+	// A static member stays in its group until its session times out;
+	// remove it, so that the group can be deleted now.
+	if _, err := b.adm.LeaveGroup(ctx, kadm.LeaveGroup(pr.group).InstanceIDs(pr.instance)); err != nil {
+		b.log.Debug().Err(err).Str("group", pr.group).Msg("removing the bench's static member")
+	}
+	gresps, err := b.adm.DeleteGroups(ctx, pr.group)
+	if err == nil {
+		err = gresps.Error()
+	}
+	if err != nil {
+		b.log.Debug().Err(err).Str("group", pr.group).Msg("deleting the bench's group")
+	}
+}
+
+// produceWorkload sends n events of w and waits until every one is
+// acknowledged.
+func (b *bencher) produceWorkload(ctx context.Context, w *e2e.Workload, n int) error {
+	var mu sync.Mutex
+	var first error
+	failed := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return first
+	}
+	for i := 0; i < n; i++ {
+		if i%10_000 == 0 {
+			if err := failed(); err != nil {
+				break
+			}
+		}
+		b.bulk.Produce(ctx, w.Next(), func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	if err := b.bulk.Flush(ctx); err != nil {
+		return fmt.Errorf("producing the workload: %w", err)
+	}
+	if err := failed(); err != nil {
+		return fmt.Errorf("producing the workload: %w", err)
+	}
+	return nil
+}
+
+// producePaced sends n more events of w at rate events per second, each
+// stamped with the time it is handed to the client and marked as the
+// latency phase's, waits until every one is acknowledged, and returns
+// how long the handing over took: (n-1)/rate, or more when the client
+// could not take them that fast.
+func (b *bencher) producePaced(ctx context.Context, w *e2e.Workload, n int, rate float64) (time.Duration, error) {
+	var mu sync.Mutex
+	var first error
+	began := time.Now()
+	var sent time.Duration
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		// Pacing, not synchronisation: the i-th event is due i/rate
+		// seconds after the start; up to a millisecond's worth leave
+		// together.
+		if wait := time.Until(began.Add(time.Duration(float64(i) / rate * float64(time.Second)))); wait > time.Millisecond {
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+		}
+		r := w.Next()
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: phaseHeader, Value: []byte(phaseLatency)})
+		r.Timestamp = time.Now()
+		sent = r.Timestamp.Sub(began)
+		b.paced.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	err := b.paced.Flush(ctx)
+	if err == nil {
+		err = ctx.Err()
+	}
+	mu.Lock()
+	if err == nil {
+		err = first
+	}
+	mu.Unlock()
+	if err != nil {
+		return 0, fmt.Errorf("producing the latency phase's events: %w", err)
+	}
+	return sent, nil
+}
+
+// sendSentinels writes one sentinel record to every partition of topics.
+func (b *bencher) sendSentinels(ctx context.Context, topics []string) error {
+	var rs []*kgo.Record
+	for _, t := range topics {
+		for p := 0; p < b.o.Partitions; p++ {
+			rs = append(rs, &kgo.Record{Topic: t, Partition: int32(p), Value: []byte("end of run"),
+				Headers: []kgo.RecordHeader{{Key: sentinelHeader, Value: []byte(b.runID)}}})
+		}
+	}
+	if err := b.manual.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		return fmt.Errorf("producing the sentinels: %w", err)
+	}
+	return nil
+}
+
+// counts are what a reader has seen.
+type counts struct {
+	// bulk counts results of the throughput phase, latency those of the
+	// latency phase, sentinels the sentinels.
+	bulk, latency, sentinels int
+}
+
+func (c counts) String() string {
+	return fmt.Sprintf("%d results of the throughput phase, %d of the latency phase, %d sentinels seen", c.bulk, c.latency, c.sentinels)
+}
+
+// reader reads a pipe's result topics under read_committed from their
+// start, counting results and taking each latency-phase result's
+// latency.
+type reader struct {
+	cl   *kgo.Client
+	done chan struct{}
+
+	mu      sync.Mutex
+	c       counts
+	lat     []time.Duration
+	lastErr error
+	changed chan struct{} // closed and replaced at every change, when waited on
+}
+
+func newReader(conn []kgo.Opt, topics []string) (*reader, error) {
+	cl, err := kgo.NewClient(append(conn, kgo.ConsumeTopics(topics...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		return nil, fmt.Errorf("reader of %s: %w", strings.Join(topics, ", "), err)
+	}
+	return &reader{cl: cl, done: make(chan struct{})}, nil
+}
+
+// run reads until ctx ends, then closes the client.
+func (r *reader) run(ctx context.Context) {
+	defer close(r.done)
+	defer r.cl.Close()
+	for ctx.Err() == nil {
+		fs := r.cl.PollFetches(ctx)
+		now := time.Now()
+		var c counts
+		var lat []time.Duration
+		fs.EachRecord(func(rec *kgo.Record) {
+			switch phase(rec) {
+			case phaseLatency:
+				c.latency++
+				lat = append(lat, now.Sub(rec.Timestamp))
+			case sentinelHeader:
+				c.sentinels++
+			default:
+				c.bulk++
+			}
+		})
+		var lastErr error
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				lastErr = fmt.Errorf("%s/%d: %w", t, p, err)
+			}
+		})
+		r.mu.Lock()
+		r.c.bulk += c.bulk
+		r.c.latency += c.latency
+		r.c.sentinels += c.sentinels
+		r.lat = append(r.lat, lat...)
+		if lastErr != nil {
+			r.lastErr = lastErr
+		}
+		if r.changed != nil && (c != counts{}) {
+			close(r.changed)
+			r.changed = nil
+		}
+		r.mu.Unlock()
+	}
+}
+
+// phase tells a latency-phase result (phaseLatency) and a sentinel
+// (sentinelHeader) from the rest ("").
+func phase(rec *kgo.Record) string {
+	for _, h := range rec.Headers {
+		switch h.Key {
+		case phaseHeader:
+			return string(h.Value)
+		case sentinelHeader:
+			return sentinelHeader
+		}
+	}
+	return ""
+}
+
+// latencies returns the latencies seen so far, sorted.
+func (r *reader) latencies() []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := slices.Clone(r.lat)
+	slices.Sort(s)
+	return s
+}
+
+// waitFor waits until cond holds for the counts and returns them. It
+// fails when ctx ends, when ch (if not nil) exits first, or when no
+// record arrives for stallTimeout.
+func (r *reader) waitFor(ctx context.Context, ch *child, what string, cond func(counts) bool) (counts, error) {
+	var exited <-chan struct{}
+	if ch != nil {
+		exited = ch.done
+	}
+	stall := time.NewTimer(stallTimeout)
+	defer stall.Stop()
+	for {
+		r.mu.Lock()
+		c, lastErr := r.c, r.lastErr
+		if cond(c) {
+			r.mu.Unlock()
+			return c, nil
+		}
+		if r.changed == nil {
+			r.changed = make(chan struct{})
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		select {
+		case <-changed:
+			stall.Reset(stallTimeout)
+		case <-ctx.Done():
+			return c, fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-exited:
+			return c, fmt.Errorf("waiting for %s (%v): %s", what, c, ch.exitReport())
+		case <-stall.C:
+			msg := fmt.Sprintf("waiting for %s: nothing arrived for %v (%v)", what, stallTimeout, c)
+			if lastErr != nil {
+				msg += fmt.Sprintf("; last fetch error: %v", lastErr)
+			}
+			if ch != nil {
+				msg += "\n" + ch.name + " log (last lines):\n" + ch.tail.String()
+			}
+			return c, errors.New(msg)
+		}
+	}
+}
