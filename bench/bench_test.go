@@ -47,7 +47,7 @@ func TestRun(t *testing.T) {
 	o := Options{
 		// Enough events that even the raw pipe's CPU time spans several
 		// of /proc's 10ms ticks.
-		Events:          10_000,
+		Events:          20_000,
 		Rounds:          1,
 		LatencyDuration: 500 * time.Millisecond,
 		Binary:          buildKdedup(t),
@@ -93,7 +93,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", out.String())
-	for _, want := range []string{"kdedup bench: 10,000 events", "embedded broker", "1       raw", "1       kdedup", "ratio"} {
+	for _, want := range []string{"kdedup bench: 20,000 events", "embedded broker", "1       raw", "1       kdedup", "ratio"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
@@ -386,5 +386,20 @@ func TestChildEnv(t *testing.T) {
 	want := "PATH=/bin HOME=/root KDEDUP_CPUPROFILE=/tmp/p"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("childEnv: %v, want %s", got, want)
+	}
+}
+
+// TestPrintWithoutCPU: a CPU time below /proc's resolution shows as "-"
+// with a note, never as 0 events per CPU-second.
+func TestPrintWithoutCPU(t *testing.T) {
+	f := Figures{Events: 100, Elapsed: time.Second, P50: time.Millisecond, P99: time.Millisecond}
+	var out bytes.Buffer
+	if err := (Report{Events: 100, Rounds: []Round{{Raw: f, Kdedup: f}}}).Print(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"1       raw            100             -", "below /proc's resolution"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
 	}
 }

@@ -78,7 +78,7 @@ type Options struct {
 	Out io.Writer
 
 	// Log receives the bench's own diagnostics and the embedded broker's
-	// log. Default: the zero zerolog.Logger, which discards everything.
+	// errors. Default: the zero zerolog.Logger, which discards everything.
 	Log zerolog.Logger
 }
 

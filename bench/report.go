@@ -197,7 +197,11 @@ func (r Report) Print(w io.Writer) error {
 		if wholeLife {
 			mark, marked = "*", true
 		}
-		fmt.Fprintf(&b, rowFormat, round, pipe, thousands(rate), thousands(perCPU)+mark, millis(p50), millis(p99), mebibytes(rss)+mark)
+		cpu := "-" // no CPU time measured: below /proc's 10ms resolution
+		if perCPU > 0 {
+			cpu = thousands(perCPU)
+		}
+		fmt.Fprintf(&b, rowFormat, round, pipe, thousands(rate), cpu+mark, millis(p50), millis(p99), mebibytes(rss)+mark)
 	}
 	for i, rd := range r.Rounds {
 		n := strconv.Itoa(i + 1)
@@ -223,6 +227,9 @@ func (r Report) Print(w io.Writer) error {
 					i+1, p.name, thousands(p.f.LatencyRate), thousands(want))
 			}
 		}
+	}
+	if m.Raw.PerCPU == 0 || m.Kdedup.PerCPU == 0 {
+		fmt.Fprintln(&b, "events/CPU-s -, ratio 0: the CPU time was below /proc's resolution of 10ms; run more events")
 	}
 	if marked {
 		fmt.Fprintln(&b, "*: no /proc: CPU and peak RSS over the whole process life, latency phase included")
