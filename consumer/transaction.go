@@ -131,10 +131,13 @@ func (p *Processor) endTxn(ctx context.Context, c client, commit bool) (bool, er
 	return committed, err
 }
 
-// applyCommitted writes the batches of committed transaction t to Pebble,
-// each with its partition's new stamp (partitions in parallel: Pebble's
-// commit pipeline takes concurrent batches), and forgets the refusals of
-// the records it decided for good.
+// applyCommitted commits the batches of committed transaction t to
+// their partitions, each with its new stamp, and forgets the refusals of
+// the records it decided for good. Pebble writes each batch on a
+// goroutine of its own (CommitAsync) while the loop goes on with the next
+// transaction, whose reads see the batch until Pebble has it; a write that
+// fails surfaces at the partition's next commit or retirement, which then
+// fails, and the partition is checked against the committed offset.
 func (p *Processor) applyCommitted(t transaction) {
 	p.eachBatch(func(st *partState) error {
 		p.w.Forget(st.tp.topic, st.tp.partition, st.next)
@@ -142,7 +145,7 @@ func (p *Processor) applyCommitted(t transaction) {
 		if cl == 0 {
 			cl = st.part.Stamp().Changelog
 		}
-		if err := st.batch.Commit(st.next, cl); err != nil {
+		if err := st.batch.CommitAsync(st.next, cl); err != nil {
 			// The state lags the broker now: the next record replays
 			// the gap.
 			p.log.Error().Err(err).Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Msg("writing state after commit")

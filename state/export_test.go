@@ -1,7 +1,13 @@
 package state
 
 // CheckIndex exposes checkIndex to the random tests of package state_test.
-func CheckIndex(p *Partition) error { return p.checkIndex() }
+// It waits for a CommitAsync in flight first: the check scans Pebble.
+func CheckIndex(p *Partition) error {
+	if err := p.Wait(); err != nil {
+		return err
+	}
+	return p.checkIndex()
+}
 
 // IndexStale reports whether p's key index is stale (not consulted until
 // rebuilt).

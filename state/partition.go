@@ -58,6 +58,15 @@ type Partition struct {
 	gen          uint64
 	indexAbsent  uint64 // lookups the index answered
 	indexPresent uint64 // lookups that read Pebble
+
+	// applying is the batch whose Pebble write runs in the background
+	// (CommitAsync), until Wait; reads see its changes before Pebble's.
+	// applyDone is closed when the write ends, applyErr then set if it
+	// failed, and pebbleStamp is what Pebble holds without it.
+	applying    *Batch
+	applyDone   chan struct{}
+	applyErr    error
+	pebbleStamp Stamp
 }
 
 // Topic returns the keyspace's topic.
@@ -69,12 +78,17 @@ func (p *Partition) Number() int32 { return p.partition }
 // Stamp returns the offsets the committed state reflects.
 func (p *Partition) Stamp() Stamp { return p.stamp }
 
-// Close closes the keyspace; its data stays on disk.
+// Close closes the keyspace, after its last CommitAsync has been written;
+// its data stays on disk.
 func (p *Partition) Close() {
+	// A failed write leaves Pebble's stamp behind the lost changes, which
+	// the next open reads and the runtime restores: nothing to do here.
+	_ = p.Wait()
 	p.store.mu.Lock()
 	defer p.store.mu.Unlock()
 	if !p.closed {
 		p.closed = true
+		p.index = nil // every use of a closed partition fails before it
 		delete(p.store.open, string(p.prefix))
 	}
 }
@@ -102,6 +116,15 @@ func (p *Partition) readStamp() (Stamp, error) {
 func (p *Partition) Get(h dedup.Hash) (dedup.Entry, bool, error) {
 	if err := p.check(); err != nil {
 		return dedup.Entry{}, false, err
+	}
+	if b := p.applying; b != nil {
+		// Committed, maybe not yet in Pebble.
+		if pu, ok := b.puts[h]; ok {
+			return pu.e, true, nil
+		}
+		if _, ok := b.dels[h]; ok {
+			return dedup.Entry{}, false, nil
+		}
 	}
 	if !p.stale && !p.index.has(prefixOf(&h)) {
 		p.indexAbsent++
@@ -137,7 +160,7 @@ func (p *Partition) IndexHits() uint64 { return p.indexPresent }
 // dedup.State: reads see the batch's own Puts first, then the committed
 // state.
 func (p *Partition) NewBatch() *Batch {
-	if p.stale && !p.closed {
+	if p.stale && !p.closed && p.applying == nil {
 		// After blind batches without CountKeys. A failure leaves the
 		// index stale, which costs speed only: lookups read Pebble.
 		if x, _, err := p.scanEntries(); err == nil {
@@ -197,6 +220,9 @@ func (p *Partition) scanEntries() (*keyIndex, int64, error) {
 // and writes the count into the stamp: after restores with blind batches.
 // The same pass rebuilds the key index, which blind batches leave stale.
 func (p *Partition) CountKeys() (int64, error) {
+	if err := p.Wait(); err != nil {
+		return 0, err
+	}
 	if err := p.check(); err != nil {
 		return 0, err
 	}
@@ -324,6 +350,9 @@ func (b *Batch) Retire(limit int, fn func(dedup.Hash)) (n int, more bool, err er
 		return 0, false, ErrBatchDone
 	}
 	p := b.p
+	if err := p.Wait(); err != nil {
+		return 0, false, err
+	}
 	if err := p.check(); err != nil {
 		return 0, false, err
 	}
@@ -409,11 +438,32 @@ func (b *Batch) SetAhead(ahead bool) { b.ahead = &ahead }
 // input offset; changelog: the next changelog offset) in one atomic Pebble
 // batch, without waiting for fsync (see Store).
 func (b *Batch) Commit(input, changelog int64) error {
+	if err := b.CommitAsync(input, changelog); err != nil {
+		return err
+	}
+	return b.p.Wait()
+}
+
+// CommitAsync commits the batch as Commit does, but writes it to Pebble on
+// a goroutine of its own: the caller goes on deciding the next batch while
+// Pebble takes this one. The partition's stamp and key index move at
+// once, and its reads see the batch's changes until Pebble holds them.
+// One write runs at a time: CommitAsync first waits for the previous one
+// (Wait), and returns its error if it failed. Reads of the retirement
+// index (Retire, Collect), CountKeys and Close wait too.
+//
+// A crash before the write lands loses it like any write not yet flushed:
+// Pebble's stamp then says so, and the runtime restores the gap.
+func (b *Batch) CommitAsync(input, changelog int64) error {
 	if b.done {
 		return ErrBatchDone
 	}
-	b.done = true
 	p := b.p
+	if err := p.Wait(); err != nil {
+		b.done = true
+		return err
+	}
+	b.done = true
 	if err := p.check(); err != nil {
 		return err
 	}
@@ -423,6 +473,51 @@ func (b *Batch) Commit(input, changelog int64) error {
 	if b.ahead != nil {
 		st.Ahead = *b.ahead
 	}
+	for range b.dels {
+		if !b.blind {
+			st.Keys--
+		}
+	}
+	for _, pu := range b.puts {
+		if !pu.existed {
+			st.Keys++
+		}
+	}
+	p.pebbleStamp = p.stamp
+	p.stamp = st
+	p.updateIndex(b)
+	p.applying = b
+	done := make(chan struct{})
+	p.applyDone = done
+	go func() {
+		p.applyErr = p.write(b, st)
+		close(done)
+	}()
+	return nil
+}
+
+// Wait waits until the last CommitAsync's batch is in Pebble. If writing
+// it failed, the partition's stamp goes back to what Pebble holds and its
+// index is rebuilt before its next use, and the error is returned: the
+// state then lags the committed offsets, which the runtime restores.
+func (p *Partition) Wait() error {
+	if p.applyDone == nil {
+		return nil
+	}
+	<-p.applyDone
+	err := p.applyErr
+	p.applyDone, p.applying, p.applyErr = nil, nil, nil
+	if err != nil {
+		p.stamp = p.pebbleStamp
+		p.stale = true
+		return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+	}
+	return nil
+}
+
+// write writes batch b and the stamp st in one atomic Pebble batch,
+// without waiting for fsync (see Store).
+func (p *Partition) write(b *Batch, st Stamp) error {
 	wb := p.db.NewBatch()
 	defer wb.Close()
 	var k, v []byte
@@ -432,46 +527,35 @@ func (b *Batch) Commit(input, changelog int64) error {
 	if b.retiredTo != nil {
 		lower := append(append([]byte(nil), p.prefix...), kindRetire)
 		if err := wb.DeleteRange(lower, append(b.retiredTo, 0), nil); err != nil {
-			return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+			return err
 		}
 	}
 	for h := range b.dels {
 		k = appendEntryKey(k[:0], p.prefix, h)
 		if err := wb.Delete(k, nil); err != nil {
-			return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
-		}
-		if !b.blind {
-			st.Keys--
+			return err
 		}
 	}
 	for _, rk := range b.reindex {
 		if err := wb.Set(rk, nil, nil); err != nil {
-			return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+			return err
 		}
 	}
 	for h, pu := range b.puts {
-		if !pu.existed {
-			st.Keys++
-		}
 		k = appendEntryKey(k[:0], p.prefix, h)
 		v = appendEntry(v[:0], &pu.e, p.topic, p.partition)
 		if err := wb.Set(k, v, nil); err != nil {
-			return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+			return err
 		}
 		k = appendRetireKey(k[:0], p.prefix, addSat(pu.e.Expiry, p.lateness), h)
 		if err := wb.Set(k, nil, nil); err != nil {
-			return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+			return err
 		}
 	}
 	if err := wb.Set(stampKey(p.prefix), appendStamp(nil, st), nil); err != nil {
-		return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+		return err
 	}
-	if err := p.db.Apply(wb, pebble.NoSync); err != nil {
-		return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
-	}
-	p.stamp = st
-	p.updateIndex(b)
-	return nil
+	return p.db.Apply(wb, pebble.NoSync)
 }
 
 // updateIndex applies a committed batch's changes of stored keys to the

@@ -296,7 +296,13 @@ func runRandomStream(t *testing.T, seed uint64, events int) {
 				b.Discard()
 				continue
 			}
-			if err := b.Commit(next, 0); err != nil {
+			// Now and then as the runtime commits: Pebble's write goes
+			// on while the checks below read through the batch.
+			commit := b.Commit
+			if rng.IntN(2) == 0 {
+				commit = b.CommitAsync
+			}
+			if err := commit(next, 0); err != nil {
 				fail("commit: %v", err)
 			}
 			apply(keys, values)
@@ -538,7 +544,12 @@ func runRandomIndex(t *testing.T, seed uint64, steps int) {
 				b.Discard()
 				break
 			}
-			if err := b.Commit(input, input); err != nil {
+			commit := b.Commit
+			if rng.IntN(2) == 0 {
+				what += " async"
+				commit = b.CommitAsync
+			}
+			if err := commit(input, input); err != nil {
 				fail("step %d: commit: %v", step, err)
 			}
 			for h, e := range overlay {
