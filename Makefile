@@ -14,7 +14,7 @@ KAFKA_CLUSTER_BROKERS = 127.0.0.1:$(KAFKA_CLUSTER_PORT),127.0.0.1:$(shell echo $
 # The tests that run on the three-node cluster in make test-kafka.
 KAFKA_CLUSTER_TESTS ?= ^(TestScaleOut|TestCrashRecovery|TestBrokerBounce)$$
 
-.PHONY: all build demo test lint fmt-check vet staticcheck bench fuzz clean kafka-up kafka-down test-kafka kafka-up3 kafka-down3 test-kafka-single test-kafka3
+.PHONY: all build demo test lint fmt-check vet staticcheck bench bench-e2e fuzz clean kafka-up kafka-down test-kafka kafka-up3 kafka-down3 test-kafka-single test-kafka3
 
 all: build
 
@@ -103,6 +103,23 @@ lint: fmt-check vet staticcheck
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+
+# kdedup bench (README, Benchmarking) on the embedded broker, then on
+# Apache Kafka: one broker on 127.0.0.1:$(KAFKA_PORT), started fresh and
+# stopped afterwards whatever the outcome (needs java and mvn, as
+# test-kafka). BENCH_FLAGS go to both runs, e.g.
+# BENCH_FLAGS="--events 200000 --rounds 1". Fails if either run does; the
+# second runs even when the first failed.
+bench-e2e: build
+	@status=0; \
+	echo "== kdedup bench on the embedded broker"; \
+	./$(BIN) bench $(BENCH_FLAGS) || status=1; \
+	KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh down >/dev/null; \
+	echo "== kdedup bench on Apache Kafka (127.0.0.1:$(KAFKA_PORT))"; \
+	( trap 'KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh down' EXIT; trap 'exit 130' INT TERM; \
+	  KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh up && \
+	  ./$(BIN) bench --brokers 127.0.0.1:$(KAFKA_PORT) $(BENCH_FLAGS) ) || status=1; \
+	exit $$status
 
 # Runs every fuzz target for FUZZTIME each (go test -fuzz takes one target
 # at a time).
