@@ -25,7 +25,10 @@
 //     commit interval of Options, log_level warn.
 //
 // The two never run at the same time, and the raw pipe runs first in
-// every round. Each pipe of each round gets the same workload: the
+// every round. Before the first round, Run initialises a transactional id
+// and finds a group coordinator, untimed, so that a fresh Apache Kafka
+// creates its transaction state and consumer offsets topics then rather
+// than in the first pipe's time. Each pipe of each round gets the same workload: the
 // generator of internal/e2e (push and order events with client retries,
 // key reuse with another payload, re-formatted JSON, late and
 // window-edge copies, bad, missing and malformed keys), regenerated from
