@@ -1,9 +1,11 @@
 package state
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -15,7 +17,10 @@ import (
 // It is used by one goroutine at a time (the partition's processing loop):
 // reads, batches and garbage collection are not synchronised with each
 // other. Its stamp in memory is the committed one; a Batch holds the
-// changes of one transaction until Commit.
+// changes of one transaction until Commit. Committed changes stay in
+// memory until a checkpoint writes them to Pebble with their stamp, on a
+// goroutine of its own (writeback.go): Pebble's stamp may lag the one in
+// memory, never disagree with what Pebble holds.
 //
 // An open Partition keeps an index of its stored keys in memory (keyIndex:
 // the first 64 bits of each key's hash, counted), built by one scan of the
@@ -30,13 +35,14 @@ import (
 //
 // The index is exact as a filter: it never says absent for a stored key.
 // Invariant: unless stale is set, for every 64-bit prefix the index counts
-// exactly the entries stored in Pebble with that prefix. Every write of
-// entries goes through Batch.Commit, which applies the counts of a batch
-// that knows which keys existed (puts not existed: +1, dels: -1) after
-// Pebble applied it. A blind batch (restores) cannot know, so its Commit
+// exactly the entries stored with that prefix, in Pebble or in memory
+// since the last checkpoint. Every write of entries goes through
+// Batch.Commit, which applies the counts of a batch that knows which keys
+// existed (puts not existed: +1, dels: -1). A blind batch (restores) cannot know, so its Commit
 // sets stale; a stale index is not consulted (lookups read Pebble) and is
 // rebuilt by CountKeys, which restores call after their last blind batch,
-// or else by the next NewBatch. DropPartition needs the partition closed,
+// or else by the next NewBatch, each after a checkpoint (the rebuild scans
+// Pebble). DropPartition needs the partition closed,
 // and a snapshot is restored into an empty directory before the store is
 // opened, so neither changes the entries of an open partition.
 type Partition struct {
@@ -59,14 +65,18 @@ type Partition struct {
 	indexAbsent  uint64 // lookups the index answered
 	indexPresent uint64 // lookups that read Pebble
 
-	// applying is the batch whose Pebble write runs in the background
-	// (CommitAsync), until Wait; reads see its changes before Pebble's.
-	// applyDone is closed when the write ends, applyErr then set if it
-	// failed, and pebbleStamp is what Pebble holds without it.
-	applying    *Batch
+	// mem holds the committed changes not yet written to Pebble, and
+	// applying those being written (a checkpoint: writeback.go), nil if
+	// none; reads see mem, then applying, then Pebble. applyDone is
+	// closed when the write ends, applyErr then set if it failed, and
+	// pebbleStamp is what Pebble holds without it.
+	mem         *memChanges
+	applying    *memChanges
 	applyDone   chan struct{}
 	applyErr    error
 	pebbleStamp Stamp
+	failure     error     // of a checkpoint, until failed() reports it
+	lastWrite   time.Time // of the last checkpoint
 }
 
 // Topic returns the keyspace's topic.
@@ -83,7 +93,7 @@ func (p *Partition) Stamp() Stamp { return p.stamp }
 func (p *Partition) Close() {
 	// A failed write leaves Pebble's stamp behind the lost changes, which
 	// the next open reads and the runtime restores: nothing to do here.
-	_ = p.Wait()
+	_ = p.Flush()
 	p.store.mu.Lock()
 	defer p.store.mu.Unlock()
 	if !p.closed {
@@ -117,14 +127,12 @@ func (p *Partition) Get(h dedup.Hash) (dedup.Entry, bool, error) {
 	if err := p.check(); err != nil {
 		return dedup.Entry{}, false, err
 	}
-	if b := p.applying; b != nil {
-		// Committed, maybe not yet in Pebble.
-		if pu, ok := b.puts[h]; ok {
-			return pu.e, true, nil
-		}
-		if _, ok := b.dels[h]; ok {
-			return dedup.Entry{}, false, nil
-		}
+	// Committed, maybe not yet in Pebble.
+	if e, ok, known := p.mem.get(h); known {
+		return e, ok, nil
+	}
+	if e, ok, known := p.applying.get(h); known {
+		return e, ok, nil
 	}
 	if !p.stale && !p.index.has(prefixOf(&h)) {
 		p.indexAbsent++
@@ -160,11 +168,14 @@ func (p *Partition) IndexHits() uint64 { return p.indexPresent }
 // dedup.State: reads see the batch's own Puts first, then the committed
 // state.
 func (p *Partition) NewBatch() *Batch {
-	if p.stale && !p.closed && p.applying == nil {
-		// After blind batches without CountKeys. A failure leaves the
+	if p.stale && !p.closed {
+		// After blind batches without CountKeys. The scan reads Pebble,
+		// so what is in memory goes there first. A failure leaves the
 		// index stale, which costs speed only: lookups read Pebble.
-		if x, _, err := p.scanEntries(); err == nil {
-			p.index, p.stale = x, false
+		if p.Flush() == nil {
+			if x, _, err := p.scanEntries(); err == nil {
+				p.index, p.stale = x, false
+			}
 		}
 	}
 	return p.newBatch()
@@ -220,7 +231,7 @@ func (p *Partition) scanEntries() (*keyIndex, int64, error) {
 // and writes the count into the stamp: after restores with blind batches.
 // The same pass rebuilds the key index, which blind batches leave stale.
 func (p *Partition) CountKeys() (int64, error) {
-	if err := p.Wait(); err != nil {
+	if err := p.Flush(); err != nil {
 		return 0, err
 	}
 	if err := p.check(); err != nil {
@@ -254,6 +265,7 @@ type Batch struct {
 	dels      map[dedup.Hash]struct{} // committed keys the batch deletes
 	reindex   [][]byte                // retirement index keys to write (Retire)
 	retiredTo []byte                  // the last retirement index key Retire read, nil if none
+	retired   bool                    // Retire ran
 	blind     bool                    // NewBlindBatch: no reads on Put and Delete, Keys not kept
 	gen       uint64                  // the partition's gen when the batch began
 	eventTime int64
@@ -357,19 +369,32 @@ func (b *Batch) Retire(limit int, fn func(dedup.Hash)) (n int, more bool, err er
 		return 0, false, err
 	}
 	wm := b.eventTime
-	if wm == math.MinInt64 || b.retiredTo != nil {
+	if wm == math.MinInt64 || b.retired {
 		return 0, false, nil
 	}
+	b.retired = true
+	// First the keys committed since the last checkpoint, which are not
+	// in Pebble's retirement index yet; then that index, from where the
+	// last Retire since the checkpoint stopped.
+	seen, n, err := b.retireMem(limit, fn)
+	if err != nil || seen == limit {
+		return n, seen == limit, err
+	}
 	lower := append(append([]byte(nil), p.prefix...), kindRetire)
+	if to := p.mem.retiredTo; to != nil {
+		lower = append(append([]byte(nil), to...), 0)
+	}
 	var h dedup.Hash
 	upper := appendRetireKey(nil, p.prefix, wm, h)
 	upper = prefixEnd(upper[:len(upper)-len(h)])
+	if bytes.Compare(lower, upper) >= 0 {
+		return n, false, nil
+	}
 	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return 0, false, fmt.Errorf("retiring keys of %s/%d: %w", p.topic, p.partition, err)
 	}
 	defer it.Close()
-	seen := 0
 	for valid := it.First(); valid; valid = it.Next() {
 		if seen == limit {
 			more = true
@@ -441,30 +466,28 @@ func (b *Batch) Commit(input, changelog int64) error {
 	if err := b.CommitAsync(input, changelog); err != nil {
 		return err
 	}
-	return b.p.Wait()
+	return b.p.Flush()
 }
 
-// CommitAsync commits the batch as Commit does, but writes it to Pebble on
-// a goroutine of its own: the caller goes on deciding the next batch while
-// Pebble takes this one. The partition's stamp and key index move at
-// once, and its reads see the batch's changes until Pebble holds them.
-// One write runs at a time: CommitAsync first waits for the previous one
-// (Wait), and returns its error if it failed. Reads of the retirement
-// index (Retire, Collect), CountKeys and Close wait too.
+// CommitAsync commits the batch as Commit does, but leaves it in memory:
+// the partition's stamp and key index move at once, and its reads see the
+// batch's changes, which reach Pebble with the next checkpoint
+// (writeback.go), on a goroutine of its own, while the caller goes on.
+// It returns the error of an earlier checkpoint that failed.
 //
-// A crash before the write lands loses it like any write not yet flushed:
-// Pebble's stamp then says so, and the runtime restores the gap.
+// A crash before the checkpoint loses the changes since the last one, as
+// a crash loses any write not yet flushed: Pebble's stamp then says what
+// it holds, and the runtime restores the gap.
 func (b *Batch) CommitAsync(input, changelog int64) error {
 	if b.done {
 		return ErrBatchDone
 	}
+	b.done = true
 	p := b.p
-	if err := p.Wait(); err != nil {
-		b.done = true
+	if err := p.check(); err != nil {
 		return err
 	}
-	b.done = true
-	if err := p.check(); err != nil {
+	if err := p.failed(); err != nil {
 		return err
 	}
 	st := p.stamp
@@ -483,79 +506,16 @@ func (b *Batch) CommitAsync(input, changelog int64) error {
 			st.Keys++
 		}
 	}
-	p.pebbleStamp = p.stamp
 	p.stamp = st
 	p.updateIndex(b)
-	p.applying = b
-	done := make(chan struct{})
-	p.applyDone = done
-	go func() {
-		p.applyErr = p.write(b, st)
-		close(done)
-	}()
-	return nil
-}
-
-// Wait waits until the last CommitAsync's batch is in Pebble. If writing
-// it failed, the partition's stamp goes back to what Pebble holds and its
-// index is rebuilt before its next use, and the error is returned: the
-// state then lags the committed offsets, which the runtime restores.
-func (p *Partition) Wait() error {
-	if p.applyDone == nil {
-		return nil
+	if p.mem == nil {
+		p.mem = newMemChanges()
 	}
-	<-p.applyDone
-	err := p.applyErr
-	p.applyDone, p.applying, p.applyErr = nil, nil, nil
-	if err != nil {
-		p.stamp = p.pebbleStamp
-		p.stale = true
-		return fmt.Errorf("committing state of %s/%d: %w", p.topic, p.partition, err)
+	p.mem.merge(b, p)
+	if p.checkpointDue() {
+		return p.checkpoint()
 	}
 	return nil
-}
-
-// write writes batch b and the stamp st in one atomic Pebble batch,
-// without waiting for fsync (see Store).
-func (p *Partition) write(b *Batch, st Stamp) error {
-	wb := p.db.NewBatch()
-	defer wb.Close()
-	var k, v []byte
-	// First the retirement index entries Retire read, in one range
-	// tombstone: the writes below come later in the batch, so the range
-	// does not cover them.
-	if b.retiredTo != nil {
-		lower := append(append([]byte(nil), p.prefix...), kindRetire)
-		if err := wb.DeleteRange(lower, append(b.retiredTo, 0), nil); err != nil {
-			return err
-		}
-	}
-	for h := range b.dels {
-		k = appendEntryKey(k[:0], p.prefix, h)
-		if err := wb.Delete(k, nil); err != nil {
-			return err
-		}
-	}
-	for _, rk := range b.reindex {
-		if err := wb.Set(rk, nil, nil); err != nil {
-			return err
-		}
-	}
-	for h, pu := range b.puts {
-		k = appendEntryKey(k[:0], p.prefix, h)
-		v = appendEntry(v[:0], &pu.e, p.topic, p.partition)
-		if err := wb.Set(k, v, nil); err != nil {
-			return err
-		}
-		k = appendRetireKey(k[:0], p.prefix, addSat(pu.e.Expiry, p.lateness), h)
-		if err := wb.Set(k, nil, nil); err != nil {
-			return err
-		}
-	}
-	if err := wb.Set(stampKey(p.prefix), appendStamp(nil, st), nil); err != nil {
-		return err
-	}
-	return p.db.Apply(wb, pebble.NoSync)
 }
 
 // updateIndex applies a committed batch's changes of stored keys to the

@@ -125,10 +125,19 @@ func (s *Store) Close() error {
 	if s.db == nil {
 		return ErrClosed
 	}
+	var perr []error
 	for _, p := range s.open {
+		// What the partition holds in memory (a checkpoint not yet
+		// written, or one being written) goes to Pebble first.
+		perr = append(perr, p.Flush())
 		p.closed = true
 	}
 	s.open = nil
+	if err := errors.Join(perr...); err != nil {
+		s.db.Close()
+		s.db = nil
+		return fmt.Errorf("closing state in %s: %w", s.dir, err)
+	}
 	err := s.db.Close()
 	s.db = nil
 	if err != nil {
@@ -162,7 +171,7 @@ func (s *Store) OpenPartition(topic string, partition int32, lateness time.Durat
 	if err != nil {
 		return nil, fmt.Errorf("opening state for %s/%d: %w", topic, partition, err)
 	}
-	p.stamp = st
+	p.stamp, p.pebbleStamp, p.mem, p.lastWrite = st, st, newMemChanges(), time.Now()
 	// The key index: one scan of the keyspace's keys (see Partition).
 	if p.index, _, err = p.scanEntries(); err != nil {
 		return nil, fmt.Errorf("opening state for %s/%d: indexing its keys: %w", topic, partition, err)

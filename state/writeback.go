@@ -1,0 +1,299 @@
+package state
+
+import (
+	"container/heap"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/kdedup/kdedup/dedup"
+)
+
+// A Partition writes its committed changes back to Pebble in checkpoints
+// rather than one Pebble batch per transaction. Each committed Batch is
+// merged into mem, which reads see before Pebble; a checkpoint writes
+// mem, with the stamp it reflects, in one atomic Pebble batch on a
+// goroutine of its own (at most one at a time: applying is the mem being
+// written). Most keys of a deduplicating stream live a short while: a key
+// stored and retired between two checkpoints never reaches Pebble at all,
+// neither its entry nor its retirement index entry nor their deletion,
+// which is most of what the per-transaction writes cost (the writes, the
+// memtable flushes and the compactions of keys already gone).
+//
+// It is safe for the same reason as writing without fsync (see Store):
+// Pebble's stamp always describes exactly what Pebble holds, so a crash
+// that loses mem and an unfinished checkpoint leaves a stamp behind the
+// committed offsets, and the runtime restores the gap from the
+// changelog, as after any other crash.
+//
+// A checkpoint is due once mem holds checkpointChanges changes or
+// checkpointEvery has passed since the last one, so that the memory held
+// and the changelog replayed after a crash stay bounded.
+const (
+	checkpointChanges = 100_000
+	checkpointEvery   = 10 * time.Second
+)
+
+// memChanges are committed changes of a partition not yet in Pebble.
+type memChanges struct {
+	puts map[dedup.Hash]memPut
+	// dels are deletions of keys that may be stored in Pebble.
+	dels map[dedup.Hash]struct{}
+	// retiredTo is the last retirement index key a Retire read from
+	// Pebble: the checkpoint deletes the index up to it, and the next
+	// Retire reads on from there.
+	retiredTo []byte
+	// reindex are retirement index keys to write (Batch.Retire).
+	reindex [][]byte
+	// retire orders the puts by retirement time, for Retire: those keys
+	// are not in Pebble's retirement index yet.
+	retire retireHeap
+	// stamp is the stamp the checkpoint writes with the changes.
+	stamp Stamp
+}
+
+// memPut is a stored entry not yet in Pebble; fresh if Pebble holds no
+// entry of its key, so that deleting it leaves nothing to delete there.
+type memPut struct {
+	e     dedup.Entry
+	fresh bool
+}
+
+func newMemChanges() *memChanges {
+	return &memChanges{puts: map[dedup.Hash]memPut{}, dels: map[dedup.Hash]struct{}{}}
+}
+
+func (m *memChanges) len() int {
+	if m == nil {
+		return 0
+	}
+	return len(m.puts) + len(m.dels)
+}
+
+// get returns what m says of h: known false if m holds no change of it.
+func (m *memChanges) get(h dedup.Hash) (e dedup.Entry, ok, known bool) {
+	if m == nil {
+		return dedup.Entry{}, false, false
+	}
+	if pu, found := m.puts[h]; found {
+		return pu.e, true, true
+	}
+	if _, found := m.dels[h]; found {
+		return dedup.Entry{}, false, true
+	}
+	return dedup.Entry{}, false, false
+}
+
+// merge adds the changes of committed batch b of p.
+func (m *memChanges) merge(b *Batch, p *Partition) {
+	if b.retiredTo != nil {
+		m.retiredTo = append(m.retiredTo[:0], b.retiredTo...)
+	}
+	m.reindex = append(m.reindex, b.reindex...)
+	for h := range b.dels {
+		if pu, ok := m.puts[h]; ok {
+			delete(m.puts, h)
+			if pu.fresh {
+				continue // stored and deleted in memory: Pebble never saw it
+			}
+		}
+		m.dels[h] = struct{}{}
+	}
+	for h, pu := range b.puts {
+		mp := memPut{e: pu.e}
+		switch old, ok := m.puts[h]; {
+		case ok:
+			mp.fresh = old.fresh
+		default:
+			if _, del := m.dels[h]; del {
+				delete(m.dels, h)
+			} else {
+				// A key that did not exist is in neither mem nor Pebble;
+				// a blind batch's says it existed (it cannot know).
+				mp.fresh = !pu.existed
+			}
+		}
+		m.puts[h] = mp
+		heap.Push(&m.retire, retireItem{at: addSat(pu.e.Expiry, p.lateness), h: h})
+	}
+}
+
+// retireMem is the first part of Batch.Retire: it deletes, in the batch,
+// the keys committed since the last checkpoint that are retired as of the
+// batch's watermark, up to limit, and returns how many index entries it
+// read and how many keys it deleted. An item it pops belongs to an entry
+// that may since have been replaced or deleted: the entry decides, as in
+// Pebble's index. Popped items are gone even if the batch is discarded:
+// their keys then retire through Pebble's index after the checkpoint,
+// which writes an index entry for every put.
+func (b *Batch) retireMem(limit int, fn func(dedup.Hash)) (seen, n int, err error) {
+	p, wm := b.p, b.eventTime
+	hp := &p.mem.retire
+	for hp.Len() > 0 && (*hp)[0].at <= wm {
+		if seen == limit {
+			return seen, n, nil
+		}
+		seen++
+		h := heap.Pop(hp).(retireItem).h
+		if _, ok := b.puts[h]; ok {
+			continue
+		}
+		if _, ok := b.dels[h]; ok {
+			continue
+		}
+		e, ok, err := p.Get(h)
+		if err != nil {
+			return seen, n, err
+		}
+		if !ok || addSat(e.Expiry, p.lateness) > wm {
+			continue
+		}
+		b.dels[h] = struct{}{}
+		n++
+		if fn != nil {
+			fn(h)
+		}
+	}
+	return seen, n, nil
+}
+
+// checkpointDue reports whether mem should be written now: it is large,
+// or Pebble's stamp is behind and the last checkpoint is old.
+func (p *Partition) checkpointDue() bool {
+	return p.mem.len() >= checkpointChanges || p.stamp != p.pebbleStamp && time.Since(p.lastWrite) >= checkpointEvery
+}
+
+// checkpoint starts writing mem, with the current stamp, to Pebble on a
+// goroutine of its own, after the previous checkpoint finished; mem
+// starts empty. It returns the previous checkpoint's error.
+func (p *Partition) checkpoint() error {
+	if err := p.Wait(); err != nil {
+		return err
+	}
+	m := p.mem
+	m.stamp = p.stamp
+	p.mem = newMemChanges()
+	p.applying = m
+	p.lastWrite = time.Now()
+	done := make(chan struct{})
+	p.applyDone = done
+	go func() {
+		p.applyErr = p.write(m)
+		close(done)
+	}()
+	return nil
+}
+
+// Flush writes mem to Pebble and waits until it is there.
+func (p *Partition) Flush() error {
+	if err := p.failed(); err != nil {
+		return err
+	}
+	if p.mem.len() > 0 || p.mem.retiredTo != nil || len(p.mem.reindex) > 0 || p.stamp != p.pebbleStamp {
+		if err := p.checkpoint(); err != nil {
+			return err
+		}
+	}
+	return p.Wait()
+}
+
+// Wait waits until the checkpoint being written, if any, is in Pebble. If
+// writing it failed, the partition's stamp goes back to what Pebble holds,
+// mem is dropped and the key index rebuilt before its next use, and the
+// error is returned: the state then lags the committed offsets, which the
+// runtime restores.
+func (p *Partition) Wait() error {
+	if p.applyDone == nil {
+		return nil
+	}
+	<-p.applyDone
+	err := p.applyErr
+	st := p.applying.stamp
+	p.applyDone, p.applying, p.applyErr = nil, nil, nil
+	if err != nil {
+		p.failure = fmt.Errorf("writing the state of %s/%d: %w", p.topic, p.partition, err)
+		return p.failed()
+	}
+	p.pebbleStamp = st
+	return nil
+}
+
+// failed returns the error of a checkpoint that failed, and puts the
+// partition back to what Pebble holds: its stamp, no changes in memory,
+// the index rebuilt before its next use.
+func (p *Partition) failed() error {
+	err := p.failure
+	if err == nil {
+		return nil
+	}
+	p.failure = nil
+	p.stamp = p.pebbleStamp
+	p.mem = newMemChanges()
+	p.stale = true
+	return err
+}
+
+// write writes m and its stamp in one atomic Pebble batch, without
+// waiting for fsync (see Store).
+func (p *Partition) write(m *memChanges) error {
+	wb := p.db.NewBatch()
+	defer wb.Close()
+	var k, v []byte
+	// First the retirement index entries Retire read, in one range
+	// tombstone: the writes below come later in the batch, so the range
+	// does not cover them.
+	if m.retiredTo != nil {
+		lower := append(append([]byte(nil), p.prefix...), kindRetire)
+		if err := wb.DeleteRange(lower, append(m.retiredTo, 0), nil); err != nil {
+			return err
+		}
+	}
+	for h := range m.dels {
+		k = appendEntryKey(k[:0], p.prefix, h)
+		if err := wb.Delete(k, nil); err != nil {
+			return err
+		}
+	}
+	for _, rk := range m.reindex {
+		if err := wb.Set(rk, nil, nil); err != nil {
+			return err
+		}
+	}
+	for h, pu := range m.puts {
+		k = appendEntryKey(k[:0], p.prefix, h)
+		v = appendEntry(v[:0], &pu.e, p.topic, p.partition)
+		if err := wb.Set(k, v, nil); err != nil {
+			return err
+		}
+		k = appendRetireKey(k[:0], p.prefix, addSat(pu.e.Expiry, p.lateness), h)
+		if err := wb.Set(k, nil, nil); err != nil {
+			return err
+		}
+	}
+	if err := wb.Set(stampKey(p.prefix), appendStamp(nil, m.stamp), nil); err != nil {
+		return err
+	}
+	return p.db.Apply(wb, pebble.NoSync)
+}
+
+// retireItem is a key stored since the last checkpoint and when it
+// retires (expiry + lateness).
+type retireItem struct {
+	at int64
+	h  dedup.Hash
+}
+
+// retireHeap is a min-heap of retireItems by at (container/heap).
+type retireHeap []retireItem
+
+func (r retireHeap) Len() int           { return len(r) }
+func (r retireHeap) Less(i, j int) bool { return r[i].at < r[j].at }
+func (r retireHeap) Swap(i, j int)      { r[i], r[j] = r[j], r[i] }
+func (r *retireHeap) Push(x any)        { *r = append(*r, x.(retireItem)) }
+func (r *retireHeap) Pop() any {
+	old := *r
+	x := old[len(old)-1]
+	*r = old[:len(old)-1]
+	return x
+}

@@ -1,0 +1,112 @@
+package state
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/kdedup/kdedup/dedup"
+)
+
+// pebbleHas reports whether Pebble itself (not the partition's memory)
+// holds an entry of h.
+func pebbleHas(t *testing.T, p *Partition, h dedup.Hash) bool {
+	t.Helper()
+	v, closer, err := p.db.Get(appendEntryKey(nil, p.prefix, h))
+	if err != nil {
+		return false
+	}
+	closer.Close()
+	return v != nil
+}
+
+// TestWriteBack: committed changes stay in memory until a checkpoint; a
+// key stored and retired in between never reaches Pebble; what remains
+// reaches it with its stamp on Flush, and Pebble's stamp never runs ahead
+// of what Pebble holds.
+func TestWriteBack(t *testing.T) {
+	s, err := Open("", Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p, err := s.OpenPartition("push-events", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, long := dedup.Hash{1}, dedup.Hash{2}
+	b := p.NewBatch()
+	b.SetEventTime(1000)
+	if err := b.Put(short, dedup.Entry{FirstSeen: 1000, Expiry: 2000, Topic: "push-events", Offset: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(long, dedup.Entry{FirstSeen: 1000, Expiry: 9000, Topic: "push-events", Offset: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CommitAsync(3, 0); err != nil {
+		t.Fatal(err)
+	}
+	if pebbleHas(t, p, short) || pebbleHas(t, p, long) {
+		t.Fatal("a commit reached Pebble before its checkpoint")
+	}
+	if _, ok, err := p.Get(long); !ok || err != nil {
+		t.Fatalf("Get of a committed key in memory: %v %v", ok, err)
+	}
+	// The watermark passes short's expiry: retired, in memory.
+	b = p.NewBatch()
+	b.SetEventTime(2500)
+	var retired []dedup.Hash
+	if _, _, err := b.Retire(100, func(h dedup.Hash) { retired = append(retired, h) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(retired) != 1 || retired[0] != short {
+		t.Fatalf("retired %x, want only %x", retired, short)
+	}
+	if err := b.CommitAsync(4, 0); err != nil {
+		t.Fatal(err)
+	}
+	if p.mem.len() != 1 {
+		t.Fatalf("memory holds %d changes, want 1: the key stored and retired there leaves nothing", p.mem.len())
+	}
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if pebbleHas(t, p, short) || !pebbleHas(t, p, long) {
+		t.Fatalf("after the checkpoint Pebble holds short %v (want false), long %v (want true)", pebbleHas(t, p, short), pebbleHas(t, p, long))
+	}
+	st, err := p.readStamp()
+	if err != nil || st.Input != 4 || st.Keys != 1 {
+		t.Fatalf("Pebble's stamp %+v (%v), want input 4 and 1 key", st, err)
+	}
+	if err := p.checkIndex(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCheckpointDue: a checkpoint is due once memory holds
+// checkpointChanges changes, or Pebble's stamp lags and checkpointEvery
+// has passed since the last one.
+func TestCheckpointDue(t *testing.T) {
+	p := &Partition{mem: newMemChanges(), lastWrite: time.Now()}
+	if p.checkpointDue() {
+		t.Fatal("due with nothing to write")
+	}
+	p.stamp.Input = 5
+	if p.checkpointDue() {
+		t.Fatal("due before checkpointEvery")
+	}
+	p.lastWrite = time.Now().Add(-checkpointEvery)
+	if !p.checkpointDue() {
+		t.Fatal("not due after checkpointEvery with Pebble's stamp behind")
+	}
+	p.lastWrite = time.Now()
+	for i := 0; i < checkpointChanges; i++ {
+		var h dedup.Hash
+		h[0], h[1], h[2] = byte(i), byte(i>>8), byte(i>>16)
+		p.mem.dels[h] = struct{}{}
+	}
+	if !p.checkpointDue() {
+		t.Fatalf("not due with %d changes in memory", p.mem.len())
+	}
+}
