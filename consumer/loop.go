@@ -68,10 +68,13 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 			}
 			return nil
 		}
-		pollCtx, cancel := ctx, context.CancelFunc(func() {})
+		// Idle, the poll wakes up now and then to let partitions write
+		// what they hold in memory (tick).
+		deadline := time.Now().Add(idleTick)
 		if p.txn.open {
-			pollCtx, cancel = context.WithDeadline(ctx, p.txn.start.Add(p.opts.CommitInterval))
+			deadline = p.txn.start.Add(p.opts.CommitInterval)
 		}
+		pollCtx, cancel := context.WithDeadline(ctx, deadline)
 		fetches := c.PollRecords(pollCtx, p.opts.MaxPollRecords)
 		cancel()
 		if fetches.IsClientClosed() {
@@ -87,11 +90,31 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 			}
 		} else if !p.txn.open {
 			p.ready.Store(true)
+			p.tick()
 		}
 		if p.txn.due(p.opts.CommitInterval) {
 			if err := p.end(ctx, c); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// idleTick is how often an idle loop lets its partitions write what they
+// hold in memory to Pebble (state.Partition.Tick).
+const idleTick = time.Second
+
+// tick lets every partition write its committed changes held in memory
+// once they are due (state.Partition.Tick): a partition that stopped
+// receiving records would otherwise keep them there, and a snapshot or a
+// restart after a crash would not see them. Only between transactions:
+// no batch is open. A failed write marks the partition for a check
+// against its committed offset, as a failed commit does.
+func (p *Processor) tick() {
+	for _, st := range p.parts {
+		if err := st.part.Tick(); err != nil {
+			p.log.Error().Err(err).Str("topic", st.tp.topic).Int32("partition", st.tp.partition).Msg("writing state")
+			st.check = true
 		}
 	}
 }

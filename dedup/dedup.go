@@ -300,7 +300,6 @@ type Engine struct {
 	rules    *Rules
 	doc      jsonDoc
 	hbuf     []byte // what the next digest hashes: one sha256.Sum256 call, not a Write per part
-	num      [binary.MaxVarintLen64]byte
 	fpkey    [len(fpPrefix) + 2*16]byte
 	keybuf   []byte // unescaped JSON keys
 	scopebuf []byte // unescaped JSON scope parts

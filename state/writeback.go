@@ -185,6 +185,32 @@ func (p *Partition) checkpoint() error {
 	return nil
 }
 
+// Tick writes the changes held in memory once they are due
+// (checkpointEvery), and ends a checkpoint whose write is done, without
+// waiting for one that is not: for a partition that stopped receiving
+// commits, whose changes would otherwise stay in memory. Call it now and
+// then from the goroutine using the partition, between batches. It
+// returns the error of a checkpoint that failed.
+func (p *Partition) Tick() error {
+	if p.closed {
+		return nil
+	}
+	if p.applyDone != nil {
+		select {
+		case <-p.applyDone:
+			if err := p.Wait(); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+	if p.checkpointDue() {
+		return p.checkpoint()
+	}
+	return nil
+}
+
 // Flush writes mem to Pebble and waits until it is there.
 func (p *Partition) Flush() error {
 	if err := p.failed(); err != nil {

@@ -110,3 +110,36 @@ func TestCheckpointDue(t *testing.T) {
 		t.Fatalf("not due with %d changes in memory", p.mem.len())
 	}
 }
+
+// TestTick: a partition that stops receiving commits still writes its
+// changes once they are due, without its caller waiting on the write.
+func TestTick(t *testing.T) {
+	s, err := Open("", Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p, err := s.OpenPartition("push-events", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := dedup.Hash{7}
+	b := p.NewBatch()
+	if err := b.Put(h, dedup.Entry{FirstSeen: 1, Expiry: 1 << 40, Topic: "push-events"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CommitAsync(1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Tick(); err != nil || p.applyDone != nil {
+		t.Fatalf("Tick before checkpointEvery: %v, writing %v", err, p.applyDone != nil)
+	}
+	p.lastWrite = time.Now().Add(-checkpointEvery)
+	if err := p.Tick(); err != nil || p.applyDone == nil {
+		t.Fatalf("Tick after checkpointEvery: %v, writing %v", err, p.applyDone != nil)
+	}
+	<-p.applyDone // the write's end, then Tick ends the checkpoint
+	if err := p.Tick(); err != nil || p.applyDone != nil || p.pebbleStamp.Input != 1 || !pebbleHas(t, p, h) {
+		t.Fatalf("after the write: %v, writing %v, Pebble's stamp %+v, key in Pebble %v", err, p.applyDone != nil, p.pebbleStamp, pebbleHas(t, p, h))
+	}
+}
