@@ -57,13 +57,17 @@ func (b *bencher) startChild(pr *pipeRun, round int) (*child, error) {
 		return nil, fmt.Errorf("%s log: %w", name, err)
 	}
 	c := &child{name: name, tail: &tail{}, logf: logf, done: make(chan struct{})}
-	c.cmd = exec.Command(b.o.Binary, args...)
+	bin := b.o.Binary
+	if name == "kdedup" && b.o.KdedupBinary != "" {
+		bin = b.o.KdedupBinary
+	}
+	c.cmd = exec.Command(bin, args...)
 	c.cmd.Env = childEnv(os.Environ(), env)
 	c.cmd.Stdout = io.MultiWriter(logf, c.tail)
 	c.cmd.Stderr = c.cmd.Stdout
 	if err := c.cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("starting %s (%s): %w", name, b.o.Binary, err)
+		return nil, fmt.Errorf("starting %s (%s): %w", name, bin, err)
 	}
 	go func() {
 		c.err = c.cmd.Wait()

@@ -60,6 +60,12 @@ type Options struct {
 	// (`kdedup bench`); any other program (a test) must set it.
 	Binary string
 
+	// KdedupBinary, if set, is the kdedup executable whose `run` the bench
+	// starts for the kdedup pipe, while Binary still runs the raw pipe:
+	// to compare two builds of kdedup (an older one need not know
+	// `bench-pipe`) against the same baseline. Default: Binary.
+	KdedupBinary string
+
 	// KdedupEnv are environment variables (NAME=value) added to the
 	// kdedup child's environment, such as KDEDUP_CPUPROFILE=FILE; with
 	// several rounds, each round's kdedup overwrites a file named so.

@@ -33,6 +33,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	changelog := fs.Bool("changelog", true, "run kdedup with its changelog (--changelog=false: the configuration line changelog: false)")
 	fs.Uint64Var(&o.Seed, "seed", 0, "seed of the generated workload")
 	cpuProfile := fs.String("cpuprofile-kdedup", "", "write kdedup's CPU profile to `FILE` (KDEDUP_CPUPROFILE; each round overwrites it)")
+	fs.StringVar(&o.KdedupBinary, "kdedup-binary", "", "run the kdedup pipe with the kdedup executable `PATH` (another build, to compare; the raw pipe stays this one's)")
 	fs.StringVar(&o.Dir, "dir", "", "keep configurations, logs, state and embedded broker data in `DIR` (default: a temporary directory, removed after)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: kdedup bench [flags]
