@@ -156,24 +156,58 @@ func parseCoordinates(s string) (topic string, partition int32, offset int64, ok
 	return s[:i], int32(p), o, true
 }
 
+// reasonBytes are the reasons' header values, made once. Shared by every
+// audit record: header values are never written to.
+var reasonBytes = func() (bs [dedup.NumReasons][]byte) {
+	for r := range bs {
+		bs[r] = []byte(dedup.Reason(r).String())
+	}
+	return bs
+}()
+
 // Audit returns the audit record for in, decided d in stream: in's key,
 // value, headers and timestamp, plus the dedup.* headers.
 func Audit(in *kgo.Record, topic string, partitions int32, stream string, d *dedup.Decision) *kgo.Record {
+	// The added header values share one buffer, sized for them all: two
+	// allocations a record (headers, values), not one per value.
+	dup := d.Reason == dedup.Duplicate || d.Reason == dedup.Conflict
+	n := len(stream) + len(in.Topic) + 24
+	if d.Key != nil {
+		n += len(d.Key)
+	}
+	if dup {
+		n += len(d.Entry.Topic) + 24 + 20
+	}
+	buf := make([]byte, 0, n)
+	value := func(from int) []byte { return buf[from:len(buf):len(buf)] }
 	hs := make([]kgo.RecordHeader, len(in.Headers), len(in.Headers)+6)
 	copy(hs, in.Headers)
+	var reason []byte
+	if int(d.Reason) < len(reasonBytes) {
+		reason = reasonBytes[d.Reason]
+	} else {
+		reason = []byte(d.Reason.String())
+	}
+	buf = append(buf, stream...)
 	hs = append(hs,
-		kgo.RecordHeader{Key: HeaderReason, Value: []byte(d.Reason.String())},
-		kgo.RecordHeader{Key: HeaderStream, Value: []byte(stream)},
+		kgo.RecordHeader{Key: HeaderReason, Value: reason},
+		kgo.RecordHeader{Key: HeaderStream, Value: value(0)},
 	)
 	if d.Key != nil {
-		hs = append(hs, kgo.RecordHeader{Key: HeaderKey, Value: append([]byte(nil), d.Key...)})
+		at := len(buf)
+		buf = append(buf, d.Key...)
+		hs = append(hs, kgo.RecordHeader{Key: HeaderKey, Value: value(at)})
 	}
-	hs = append(hs, kgo.RecordHeader{Key: HeaderSource, Value: coordinates(in.Topic, in.Partition, in.Offset)})
-	if d.Reason == dedup.Duplicate || d.Reason == dedup.Conflict {
-		hs = append(hs,
-			kgo.RecordHeader{Key: HeaderFirst, Value: coordinates(d.Entry.Topic, d.Entry.Partition, d.Entry.Offset)},
-			kgo.RecordHeader{Key: HeaderFirstTS, Value: strconv.AppendInt(nil, d.Entry.FirstSeen, 10)},
-		)
+	at := len(buf)
+	buf = appendCoordinates(buf, in.Topic, in.Partition, in.Offset)
+	hs = append(hs, kgo.RecordHeader{Key: HeaderSource, Value: value(at)})
+	if dup {
+		at := len(buf)
+		buf = appendCoordinates(buf, d.Entry.Topic, d.Entry.Partition, d.Entry.Offset)
+		hs = append(hs, kgo.RecordHeader{Key: HeaderFirst, Value: value(at)})
+		at = len(buf)
+		buf = strconv.AppendInt(buf, d.Entry.FirstSeen, 10)
+		hs = append(hs, kgo.RecordHeader{Key: HeaderFirstTS, Value: value(at)})
 	}
 	p := in.Partition
 	if partitions > 0 {
@@ -242,7 +276,11 @@ func errorName(err error) string {
 }
 
 func coordinates(topic string, partition int32, offset int64) []byte {
-	b := make([]byte, 0, len(topic)+24)
+	return appendCoordinates(make([]byte, 0, len(topic)+24), topic, partition, offset)
+}
+
+// appendCoordinates appends topic/partition/offset to b.
+func appendCoordinates(b []byte, topic string, partition int32, offset int64) []byte {
 	b = append(b, topic...)
 	b = append(b, '/')
 	b = strconv.AppendInt(b, int64(partition), 10)

@@ -1,7 +1,6 @@
 package state
 
 import (
-	"container/heap"
 	"fmt"
 	"time"
 
@@ -115,7 +114,7 @@ func (m *memChanges) merge(b *Batch, p *Partition) {
 			}
 		}
 		m.puts[h] = mp
-		heap.Push(&m.retire, retireItem{at: addSat(pu.e.Expiry, p.lateness), h: h})
+		m.retire.push(retireItem{at: addSat(pu.e.Expiry, p.lateness), h: h})
 	}
 }
 
@@ -130,12 +129,12 @@ func (m *memChanges) merge(b *Batch, p *Partition) {
 func (b *Batch) retireMem(limit int, fn func(dedup.Hash)) (seen, n int, err error) {
 	p, wm := b.p, b.eventTime
 	hp := &p.mem.retire
-	for hp.Len() > 0 && (*hp)[0].at <= wm {
+	for len(*hp) > 0 && (*hp)[0].at <= wm {
 		if seen == limit {
 			return seen, n, nil
 		}
 		seen++
-		h := heap.Pop(hp).(retireItem).h
+		h := hp.pop().h
 		if _, ok := b.puts[h]; ok {
 			continue
 		}
@@ -310,16 +309,44 @@ type retireItem struct {
 	h  dedup.Hash
 }
 
-// retireHeap is a min-heap of retireItems by at (container/heap).
+// retireHeap is a binary min-heap of retireItems by at. Not
+// container/heap: its interface boxes every item pushed and popped, an
+// allocation per stored key.
 type retireHeap []retireItem
 
-func (r retireHeap) Len() int           { return len(r) }
-func (r retireHeap) Less(i, j int) bool { return r[i].at < r[j].at }
-func (r retireHeap) Swap(i, j int)      { r[i], r[j] = r[j], r[i] }
-func (r *retireHeap) Push(x any)        { *r = append(*r, x.(retireItem)) }
-func (r *retireHeap) Pop() any {
-	old := *r
-	x := old[len(old)-1]
-	*r = old[:len(old)-1]
-	return x
+func (r *retireHeap) push(x retireItem) {
+	*r = append(*r, x)
+	h := *r
+	for i := len(h) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if h[parent].at <= h[i].at {
+			break
+		}
+		h[parent], h[i] = h[i], h[parent]
+		i = parent
+	}
+}
+
+func (r *retireHeap) pop() retireItem {
+	h := *r
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		min, l, rt := i, 2*i+1, 2*i+2
+		if l < len(h) && h[l].at < h[min].at {
+			min = l
+		}
+		if rt < len(h) && h[rt].at < h[min].at {
+			min = rt
+		}
+		if min == i {
+			break
+		}
+		h[i], h[min] = h[min], h[i]
+		i = min
+	}
+	*r = h
+	return top
 }

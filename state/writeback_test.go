@@ -1,6 +1,8 @@
 package state
 
 import (
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -141,5 +143,33 @@ func TestTick(t *testing.T) {
 	<-p.applyDone // the write's end, then Tick ends the checkpoint
 	if err := p.Tick(); err != nil || p.applyDone != nil || p.pebbleStamp.Input != 1 || !pebbleHas(t, p, h) {
 		t.Fatalf("after the write: %v, writing %v, Pebble's stamp %+v, key in Pebble %v", err, p.applyDone != nil, p.pebbleStamp, pebbleHas(t, p, h))
+	}
+}
+
+// TestRetireHeap: items come out in order of their retirement time,
+// whatever order they went in; a seeded random sequence of pushes and
+// pops against a sorted model.
+func TestRetireHeap(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var h retireHeap
+	var model []int64
+	for i := 0; i < 10_000; i++ {
+		if len(model) > 0 && rng.IntN(3) == 0 {
+			got := h.pop().at
+			slices.Sort(model)
+			if got != model[0] {
+				t.Fatalf("seed %d, step %d: popped %d, want %d", seed, i, got, model[0])
+			}
+			model = model[1:]
+			continue
+		}
+		at := rng.Int64N(1000)
+		h.push(retireItem{at: at})
+		model = append(model, at)
+	}
+	if len(h) != len(model) {
+		t.Fatalf("seed %d: %d items left, want %d", seed, len(h), len(model))
 	}
 }
