@@ -317,9 +317,31 @@ func literal(b []byte, i int, lit string) int {
 }
 
 // scanString returns the index after the string starting at b[i] == '"'.
+// strSpecial marks the bytes scanString must look at inside a string:
+// the closing quote, a backslash and the control characters JSON forbids
+// there.
+var strSpecial = func() (t [256]bool) {
+	for c := 0; c < 0x20; c++ {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
 func scanString(b []byte, i int) int {
 	i++
 	for i < len(b) {
+		// Most bytes of a string are plain: skip them with one table
+		// load each, four at a time.
+		for i+4 <= len(b) && !strSpecial[b[i]] && !strSpecial[b[i+1]] && !strSpecial[b[i+2]] && !strSpecial[b[i+3]] {
+			i += 4
+		}
+		for i < len(b) && !strSpecial[b[i]] {
+			i++
+		}
+		if i == len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':
