@@ -25,8 +25,11 @@ import (
 // The headers the bench marks its records with: the latency phase's
 // events (phaseHeader: phaseLatency), and the sentinels that end a run.
 const (
-	phaseHeader    = "bench.phase"
-	phaseLatency   = "latency"
+	phaseHeader  = "bench.phase"
+	phaseLatency = "latency"
+	// sentHeader carries when a latency-phase event was produced (Unix
+	// nanoseconds): its event time is eventLag behind.
+	sentHeader     = "bench.sent"
 	sentinelHeader = "bench.sentinel"
 )
 
@@ -249,6 +252,12 @@ func (b *bencher) newPipeRun(round int, k kind) *pipeRun {
 	return pr
 }
 
+// eventLag is how far the workload's event times stay behind the clock:
+// Apache Kafka 4 refuses records stamped more than an hour ahead of its
+// own clock, so the throughput phase's times end about this far back, and
+// the latency phase's follow them.
+const eventLag = time.Hour
+
 // runPipe runs one pipe of one round and returns its figures.
 func (b *bencher) runPipe(ctx context.Context, round int, k kind) (Figures, error) {
 	var f Figures
@@ -259,7 +268,11 @@ func (b *bencher) runPipe(ctx context.Context, round int, k kind) (Figures, erro
 	defer b.cleanUp(pr)
 
 	n := b.o.Events
-	w := pr.tp.NewWorkload(b.o.Seed, n)
+	// Event times end an hour before now (Apache Kafka refuses records
+	// more than an hour ahead of its clock), and the latency phase goes
+	// on from there: its results then measure kdedup in its steady state,
+	// not the burst of retirements a jump of event time would cause.
+	w := pr.tp.NewWorkloadEnding(b.o.Seed, n, time.Now().Add(-eventLag))
 	began := time.Now()
 	if err := b.produceWorkload(ctx, w, n); err != nil {
 		return f, err
@@ -455,9 +468,12 @@ func (b *bencher) producePaced(ctx context.Context, w *e2e.Workload, n int, rate
 			}
 		}
 		r := w.Next()
-		r.Headers = append(r.Headers, kgo.RecordHeader{Key: phaseHeader, Value: []byte(phaseLatency)})
-		r.Timestamp = time.Now()
-		sent = r.Timestamp.Sub(began)
+		now := time.Now()
+		r.Headers = append(r.Headers,
+			kgo.RecordHeader{Key: phaseHeader, Value: []byte(phaseLatency)},
+			kgo.RecordHeader{Key: sentHeader, Value: strconv.AppendInt(nil, now.UnixNano(), 10)})
+		r.Timestamp = now.Add(-eventLag)
+		sent = now.Sub(began)
 		b.paced.Produce(ctx, r, func(_ *kgo.Record, err error) {
 			if err != nil {
 				mu.Lock()
@@ -545,7 +561,7 @@ func (r *reader) run(ctx context.Context) {
 			switch phase(rec) {
 			case phaseLatency:
 				c.latency++
-				lat = append(lat, now.Sub(rec.Timestamp))
+				lat = append(lat, now.Sub(sentAt(rec)))
 			case sentinelHeader:
 				c.sentinels++
 			default:
@@ -572,6 +588,19 @@ func (r *reader) run(ctx context.Context) {
 		}
 		r.mu.Unlock()
 	}
+}
+
+// sentAt returns when the bench handed a latency-phase record to its
+// producer (sentHeader).
+func sentAt(rec *kgo.Record) time.Time {
+	for _, h := range rec.Headers {
+		if h.Key == sentHeader {
+			if ns, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
+				return time.Unix(0, ns)
+			}
+		}
+	}
+	return rec.Timestamp
 }
 
 // phase tells a latency-phase result (phaseLatency) and a sentinel

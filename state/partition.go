@@ -512,10 +512,7 @@ func (b *Batch) CommitAsync(input, changelog int64) error {
 		p.mem = newMemChanges()
 	}
 	p.mem.merge(b, p)
-	if p.checkpointDue() {
-		return p.checkpoint()
-	}
-	return nil
+	return p.Tick()
 }
 
 // updateIndex applies a committed batch's changes of stored keys to the

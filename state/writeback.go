@@ -32,6 +32,9 @@ import (
 const (
 	checkpointChanges = 100_000
 	checkpointEvery   = 10 * time.Second
+	// checkpointLimit bounds the changes held while a checkpoint is
+	// still being written: past it, the next commit waits for that write.
+	checkpointLimit = 4 * checkpointChanges
 )
 
 // memChanges are committed changes of a partition not yet in Pebble.
@@ -185,11 +188,11 @@ func (p *Partition) checkpoint() error {
 }
 
 // Tick writes the changes held in memory once they are due
-// (checkpointEvery), and ends a checkpoint whose write is done, without
-// waiting for one that is not: for a partition that stopped receiving
-// commits, whose changes would otherwise stay in memory. Call it now and
-// then from the goroutine using the partition, between batches. It
-// returns the error of a checkpoint that failed.
+// (checkpointDue), and ends a checkpoint whose write is done, without
+// waiting for one that is not (up to checkpointLimit): CommitAsync calls
+// it, and so should the user of a partition that stopped receiving
+// commits, now and then, between batches, or its changes would stay in
+// memory. It returns the error of a checkpoint that failed.
 func (p *Partition) Tick() error {
 	if p.closed {
 		return nil
@@ -201,7 +204,13 @@ func (p *Partition) Tick() error {
 				return err
 			}
 		default:
-			return nil
+			// The previous checkpoint is still being written: the next
+			// waits for it only once memory holds checkpointLimit
+			// changes, so that a slow write does not stall the caller
+			// (a transaction's commit) for as long as memory allows.
+			if p.mem.len() < checkpointLimit {
+				return nil
+			}
 		}
 	}
 	if p.checkpointDue() {

@@ -151,6 +151,16 @@ func (tp *Topics) NewWorkload(seed uint64, n int) *Workload {
 	return &Workload{tp: tp, rng: rand.New(rand.NewPCG(seed, 0xdeadbeef)), clock: start}
 }
 
+// NewWorkloadEnding starts a workload of n events whose event times end
+// near end (within minutes: the clock advances 1.1s an event on average,
+// at random), so that events stamped from end on continue it without a
+// jump of event time: a jump would retire, in one burst, every key the
+// workload stored.
+func (tp *Topics) NewWorkloadEnding(seed uint64, n int, end time.Time) *Workload {
+	start := end.Add(-time.Duration(n) * 1100 * time.Millisecond)
+	return &Workload{tp: tp, rng: rand.New(rand.NewPCG(seed, 0xdeadbeef)), clock: start}
+}
+
 // Next returns the next event: a new push or order event, an exact copy of
 // a recent one, a conflicting reuse of its key (for order: a change of a
 // compare field; a change elsewhere is a duplicate there), a copy with its
