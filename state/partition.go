@@ -362,10 +362,10 @@ func (b *Batch) Retire(limit int, fn func(dedup.Hash)) (n int, more bool, err er
 		return 0, false, ErrBatchDone
 	}
 	p := b.p
-	if err := p.Wait(); err != nil {
+	if err := p.check(); err != nil {
 		return 0, false, err
 	}
-	if err := p.check(); err != nil {
+	if err := p.failed(); err != nil {
 		return 0, false, err
 	}
 	wm := b.eventTime
@@ -373,16 +373,21 @@ func (b *Batch) Retire(limit int, fn func(dedup.Hash)) (n int, more bool, err er
 		return 0, false, nil
 	}
 	b.retired = true
-	// First the keys committed since the last checkpoint, which are not
-	// in Pebble's retirement index yet; then that index, from where the
-	// last Retire since the checkpoint stopped.
+	// First the keys committed since the last checkpoint, and those of
+	// the checkpoint being written, which are not in Pebble's retirement
+	// index yet; then that index, from where the last Retire since the
+	// checkpoints stopped. A checkpoint being written is not waited for
+	// (a transaction's retirement would stand still for the whole write):
+	// Pebble's index is read as it is, before the write lands or after.
 	seen, n, err := b.retireMem(limit, fn)
 	if err != nil || seen == limit {
 		return n, seen == limit, err
 	}
 	lower := append(append([]byte(nil), p.prefix...), kindRetire)
-	if to := p.mem.retiredTo; to != nil {
-		lower = append(append([]byte(nil), to...), 0)
+	for _, m := range []*memChanges{p.applying, p.mem} {
+		if m != nil && m.retiredTo != nil && bytes.Compare(m.retiredTo, lower) >= 0 {
+			lower = append(append([]byte(nil), m.retiredTo...), 0)
+		}
 	}
 	var h dedup.Hash
 	upper := appendRetireKey(nil, p.prefix, wm, h)

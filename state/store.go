@@ -115,6 +115,11 @@ type Store struct {
 
 	mu   sync.Mutex
 	open map[string]*Partition // by keyspace prefix
+	// writing admits one partition's checkpoint write at a time: several
+	// partitions reach checkpointChanges together, and their writes at
+	// once (each a large Pebble batch, then a memtable flush) would take
+	// every core from the decisions and the brokers for a while.
+	writing chan struct{}
 }
 
 // Open opens (creating if needed) the store in dir.
@@ -137,7 +142,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening state in %s: %w", dir, err)
 	}
-	return &Store{db: db, dir: dir, open: map[string]*Partition{}}, nil
+	return &Store{db: db, dir: dir, open: map[string]*Partition{}, writing: make(chan struct{}, 1)}, nil
 }
 
 // Close closes every open partition and the database.

@@ -128,13 +128,33 @@ func (m *memChanges) merge(b *Batch, p *Partition) {
 // that may since have been replaced or deleted: the entry decides, as in
 // Pebble's index. Popped items are gone even if the batch is discarded:
 // their keys then retire through Pebble's index after the checkpoint,
-// which writes an index entry for every put.
+// which writes an index entry for every put. The checkpoint being
+// written, if any, comes first: its keys are older.
 func (b *Batch) retireMem(limit int, fn func(dedup.Hash)) (seen, n int, err error) {
 	p, wm := b.p, b.eventTime
-	hp := &p.mem.retire
+	for _, m := range []*memChanges{p.applying, p.mem} {
+		if m == nil {
+			continue
+		}
+		var k int
+		k, seen, err = b.retireHeap(&m.retire, wm, limit, seen, fn)
+		n += k
+		if err != nil || seen == limit {
+			return seen, n, err
+		}
+	}
+	return seen, n, nil
+}
+
+// retireHeap pops the items of hp retired as of wm into the batch's
+// deletions, while seen stays below limit (retireMem). The heap of a
+// checkpoint being written is its own: the write reads its puts, dels
+// and index keys, never the heap.
+func (b *Batch) retireHeap(hp *retireHeap, wm int64, limit, seen int, fn func(dedup.Hash)) (n, seen2 int, err error) {
+	p := b.p
 	for len(*hp) > 0 && (*hp)[0].at <= wm {
 		if seen == limit {
-			return seen, n, nil
+			return n, seen, nil
 		}
 		seen++
 		h := hp.pop().h
@@ -146,7 +166,7 @@ func (b *Batch) retireMem(limit int, fn func(dedup.Hash)) (seen, n int, err erro
 		}
 		e, ok, err := p.Get(h)
 		if err != nil {
-			return seen, n, err
+			return n, seen, err
 		}
 		if !ok || addSat(e.Expiry, p.lateness) > wm {
 			continue
@@ -157,7 +177,7 @@ func (b *Batch) retireMem(limit int, fn func(dedup.Hash)) (seen, n int, err erro
 			fn(h)
 		}
 	}
-	return seen, n, nil
+	return n, seen, nil
 }
 
 // checkpointDue reports whether mem should be written now: it is large,
@@ -181,6 +201,10 @@ func (p *Partition) checkpoint() error {
 	done := make(chan struct{})
 	p.applyDone = done
 	go func() {
+		if w := p.store.writing; w != nil {
+			w <- struct{}{}
+			defer func() { <-w }()
+		}
 		p.applyErr = p.write(m)
 		close(done)
 	}()
