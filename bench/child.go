@@ -261,30 +261,6 @@ func kdedupConfig(tp *e2e.Topics, brokers []string, stateDir, changelogTopic str
 		b.WriteString("changelog: false\n")
 	}
 	fmt.Fprintf(&b, "commit_interval: %v\nlog_level: warn\n", interval)
-	fmt.Fprintf(&b, `streams:
-  - name: push
-    input: %s
-    output: %s
-    ttl: %v
-    lateness: %v
-    key:
-      - header: Idempotency-Key
-      - json: data.resubmitCheckKey
-      - fingerprint: [%s]
-    scope: [header:tenant-id]
-    key_max_length: 64
-  - name: order
-    input: %s
-    output: %s
-    ttl: %v
-    ttl_mode: refresh
-    key:
-      - header: X-Client-Token
-      - json: order_id
-    scope: [json:tenant_id]
-    key_format: uuid
-    compare: [%s]
-`, q(tp.PushInput), q(tp.PushOutput), e2e.PushTTL, e2e.PushLateness, strings.Join(e2e.PushFingerprint, ", "),
-		q(tp.OrderInput), q(tp.OrderOutput), e2e.OrderTTL, strings.Join(e2e.OrderCompare, ", "))
+	b.WriteString(tp.StreamsYAML())
 	return b.String()
 }

@@ -147,6 +147,12 @@ func (g *generator) event() genRecord {
 }
 
 func TestRandomStream(t *testing.T) {
+	eachSeed(t, func(t *testing.T, seed uint64) { runRandomStream(t, seed, *eventsFlag) })
+}
+
+// eachSeed runs fn in parallel subtests, one per seed: seeds 1 to 10, or
+// the one -seed names.
+func eachSeed(t *testing.T, fn func(t *testing.T, seed uint64)) {
 	seeds := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 	if *seedFlag != 0 {
 		seeds = []uint64{*seedFlag}
@@ -154,7 +160,7 @@ func TestRandomStream(t *testing.T) {
 	for _, seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			t.Parallel()
-			runRandomStream(t, seed, *eventsFlag)
+			fn(t, seed)
 		})
 	}
 }
@@ -387,16 +393,7 @@ func checkIndexes(fail func(string, ...any), parts ...*state.Partition) {
 // with a model and that the key index counts exactly what Pebble holds:
 // the index must never say absent for a stored key.
 func TestRandomIndex(t *testing.T) {
-	seeds := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
-	if *seedFlag != 0 {
-		seeds = []uint64{*seedFlag}
-	}
-	for _, seed := range seeds {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			t.Parallel()
-			runRandomIndex(t, seed, max(*eventsFlag/50, 200))
-		})
-	}
+	eachSeed(t, func(t *testing.T, seed uint64) { runRandomIndex(t, seed, max(*eventsFlag/50, 200)) })
 }
 
 func runRandomIndex(t *testing.T, seed uint64, steps int) {

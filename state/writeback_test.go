@@ -23,20 +23,28 @@ func pebbleHas(t *testing.T, p *Partition, h dedup.Hash) bool {
 	return v != nil
 }
 
+// openMemPartition opens push-events/0 in a store in memory, closed when
+// the test ends.
+func openMemPartition(t *testing.T) *Partition {
+	t.Helper()
+	s, err := Open("", Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	p, err := s.OpenPartition("push-events", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestWriteBack: committed changes stay in memory until a checkpoint; a
 // key stored and retired in between never reaches Pebble; what remains
 // reaches it with its stamp on Flush, and Pebble's stamp never runs ahead
 // of what Pebble holds.
 func TestWriteBack(t *testing.T) {
-	s, err := Open("", Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	p, err := s.OpenPartition("push-events", 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openMemPartition(t)
 	short, long := dedup.Hash{1}, dedup.Hash{2}
 	b := p.NewBatch()
 	b.SetEventTime(1000)
@@ -116,15 +124,7 @@ func TestCheckpointDue(t *testing.T) {
 // TestTick: a partition that stops receiving commits still writes its
 // changes once they are due, without its caller waiting on the write.
 func TestTick(t *testing.T) {
-	s, err := Open("", Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	p, err := s.OpenPartition("push-events", 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openMemPartition(t)
 	h := dedup.Hash{7}
 	b := p.NewBatch()
 	if err := b.Put(h, dedup.Entry{FirstSeen: 1, Expiry: 1 << 40, Topic: "push-events"}); err != nil {

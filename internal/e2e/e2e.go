@@ -104,7 +104,15 @@ instance_id: %s
 state_dir: %s
 audit_topic: %s
 commit_interval: 50ms
-streams:
+`, tp.Group, instance, stateDir, tp.Audit) + tp.StreamsYAML() + extra
+}
+
+// StreamsYAML returns the streams section of Config (from "streams:" on):
+// what the tests and kdedup bench run kdedup with. Topic names are
+// quoted (YAML double-quoted strings are Go's).
+func (tp *Topics) StreamsYAML() string {
+	q := strconv.Quote
+	return fmt.Sprintf(`streams:
   - name: push
     input: %s
     output: %s
@@ -129,8 +137,8 @@ streams:
     key_format: uuid
     compare: [%s]
     repartition: %v
-%s`, tp.Group, instance, stateDir, tp.Audit, tp.PushInput, tp.PushOutput, PushTTL, PushLateness, strings.Join(PushFingerprint, ", "), tp.Repartition,
-		tp.OrderInput, tp.OrderOutput, OrderTTL, strings.Join(OrderCompare, ", "), tp.Repartition, extra)
+`, q(tp.PushInput), q(tp.PushOutput), PushTTL, PushLateness, strings.Join(PushFingerprint, ", "), tp.Repartition,
+		q(tp.OrderInput), q(tp.OrderOutput), OrderTTL, strings.Join(OrderCompare, ", "), tp.Repartition)
 }
 
 // Workload generates events. It is deterministic for a seed.
