@@ -383,6 +383,19 @@ func (b *Batch) Retire(limit int, fn func(dedup.Hash)) (n int, more bool, err er
 	if err != nil || seen == limit {
 		return n, seen == limit, err
 	}
+	k, more, err := b.retirePebble(limit-seen, fn)
+	if err != nil {
+		return 0, false, err
+	}
+	return n + k, more, nil
+}
+
+// retirePebble is the second part of Retire: up to limit entries of
+// Pebble's retirement index, from where the last Retire since the
+// checkpoints stopped, each retired in the batch if its entry, as the
+// batch sees it, still retires as of the watermark.
+func (b *Batch) retirePebble(limit int, fn func(dedup.Hash)) (n int, more bool, err error) {
+	p, wm := b.p, b.eventTime
 	lower := append(append([]byte(nil), p.prefix...), kindRetire)
 	for _, m := range []*memChanges{p.applying, p.mem} {
 		if m != nil && m.retiredTo != nil && bytes.Compare(m.retiredTo, lower) >= 0 {
@@ -393,13 +406,14 @@ func (b *Batch) Retire(limit int, fn func(dedup.Hash)) (n int, more bool, err er
 	upper := appendRetireKey(nil, p.prefix, wm, h)
 	upper = prefixEnd(upper[:len(upper)-len(h)])
 	if bytes.Compare(lower, upper) >= 0 {
-		return n, false, nil
+		return 0, false, nil
 	}
 	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return 0, false, fmt.Errorf("retiring keys of %s/%d: %w", p.topic, p.partition, err)
 	}
 	defer it.Close()
+	seen := 0
 	for valid := it.First(); valid; valid = it.Next() {
 		if seen == limit {
 			more = true
