@@ -295,9 +295,27 @@ func (b *bencher) runPipe(ctx context.Context, round int, k kind) (Figures, erro
 	}
 	defer ch.kill() // a no-op once it exited
 
-	// Throughput phase.
-	if _, err := rd.waitFor(ctx, ch, "results of the throughput phase", func(c counts) bool { return c.bulk >= n }); err != nil {
+	if err := b.throughputPhase(ctx, rd, ch, start, n, &f); err != nil {
 		return f, err
+	}
+	if err := b.latencyPhase(ctx, rd, ch, pr, w, &f); err != nil {
+		return f, err
+	}
+	if err := ch.stop(); err != nil {
+		return f, err
+	}
+	if f.WholeLife {
+		f.CPU, f.PeakRSS = ch.rusage()
+	}
+	return f, b.checkResults(ctx, rd, pr, n, &f)
+}
+
+// throughputPhase waits for the results of the n events produced before
+// the child started at start, then takes its CPU time and peak RSS so far
+// from /proc (or, without /proc, marks f to take them at exit).
+func (b *bencher) throughputPhase(ctx context.Context, rd *reader, ch *child, start time.Time, n int, f *Figures) error {
+	if _, err := rd.waitFor(ctx, ch, "results of the throughput phase", func(c counts) bool { return c.bulk >= n }); err != nil {
+		return err
 	}
 	f.Events, f.Elapsed = n, time.Since(start)
 	cpu, hwm, snapErr := procSnapshot(ch.cmd.Process.Pid)
@@ -307,49 +325,49 @@ func (b *bencher) runPipe(ctx context.Context, round int, k kind) (Figures, erro
 	} else {
 		f.CPU, f.PeakRSS = cpu, hwm
 	}
+	return nil
+}
 
-	// Latency phase, at half the rate just reached.
+// latencyPhase produces events of w at half the rate the throughput
+// phase reached, for LatencyDuration, and waits for their results.
+func (b *bencher) latencyPhase(ctx context.Context, rd *reader, ch *child, pr *pipeRun, w *e2e.Workload, f *Figures) error {
 	target := f.Rate() / 2
 	f.LatencyEvents = max(1, int(target*b.o.LatencyDuration.Seconds()))
 	fmt.Fprintf(b.o.Out, "%s: %s events/s; latency phase: %s events at %s events/s\n",
 		pr.label, thousands(f.Rate()), thousands(float64(f.LatencyEvents)), thousands(target))
 	sent, err := b.producePaced(ctx, w, f.LatencyEvents, target)
 	if err != nil {
-		return f, err
+		return err
 	}
 	// The last event is due (n-1)/rate after the first.
 	f.LatencyRate = target
 	if f.LatencyEvents > 1 && sent > 0 {
 		f.LatencyRate = min(target, float64(f.LatencyEvents-1)/sent.Seconds())
 	}
-	if _, err := rd.waitFor(ctx, ch, "results of the latency phase", func(c counts) bool { return c.latency >= f.LatencyEvents }); err != nil {
-		return f, err
-	}
+	_, err = rd.waitFor(ctx, ch, "results of the latency phase", func(c counts) bool { return c.latency >= f.LatencyEvents })
+	return err
+}
 
-	if err := ch.stop(); err != nil {
-		return f, err
-	}
-	if f.WholeLife {
-		f.CPU, f.PeakRSS = ch.rusage()
-	}
-
-	// Everything committed is visible once the sentinels are.
+// checkResults, once the child stopped, sends the sentinels (everything
+// committed is visible once they are), requires exactly one result per
+// input record of each phase, and takes the latency percentiles.
+func (b *bencher) checkResults(ctx context.Context, rd *reader, pr *pipeRun, n int, f *Figures) error {
 	if err := b.sendSentinels(ctx, pr.results); err != nil {
-		return f, err
+		return err
 	}
 	want := b.o.Partitions * len(pr.results)
 	c, err := rd.waitFor(ctx, nil, "the sentinels", func(c counts) bool { return c.sentinels >= want })
 	if err != nil {
-		return f, err
+		return err
 	}
 	if c.bulk != n || c.latency != f.LatencyEvents {
-		return f, fmt.Errorf("%d results for %d input records of the throughput phase and %d for %d of the latency phase in %s: want exactly one per input record",
+		return fmt.Errorf("%d results for %d input records of the throughput phase and %d for %d of the latency phase in %s: want exactly one per input record",
 			c.bulk, n, c.latency, f.LatencyEvents, strings.Join(pr.results, ", "))
 	}
 	lat := rd.latencies()
 	f.P50, f.P99 = percentile(lat, 50), percentile(lat, 99)
 	fmt.Fprintf(b.o.Out, "%s: p50 %s, p99 %s (latency phase sent at %s events/s)\n", pr.label, millis(f.P50), millis(f.P99), thousands(f.LatencyRate))
-	return f, nil
+	return nil
 }
 
 // createTopics creates the inputs and result topics of pr, and kdedup's
