@@ -35,19 +35,8 @@ const (
 	pipePollRecords = 10_000
 )
 
-// RawPipe is the baseline kdedup is measured against: a transactional
-// consume → produce loop with the client settings of kdedup's processor
-// (read_committed, the manual partitioner, transactions fenced by group
-// generation, up to 10,000 records a poll, one transaction per commit
-// interval, the same session and transaction timeouts) that copies each
-// input record (key, value, headers, timestamp) to o.Output in the same
-// partition and decides nothing. opts reach the cluster: the seed brokers
-// (kgo.SeedBrokers) and any TLS or SASL options.
-//
-// It runs until ctx ends, then commits the open transaction (if any),
-// leaves the group and returns nil; it returns an error when the client
-// cannot be created or a transaction cannot begin or end.
-func RawPipe(ctx context.Context, o PipeOptions, opts ...kgo.Opt) error {
+// validate reports every problem of o at once.
+func (o PipeOptions) validate() error {
 	var errs []error
 	if o.Group == "" {
 		errs = append(errs, errors.New("no group"))
@@ -63,6 +52,25 @@ func RawPipe(ctx context.Context, o PipeOptions, opts ...kgo.Opt) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("raw pipe: %w", err)
+	}
+	return nil
+}
+
+// RawPipe is the baseline kdedup is measured against: a transactional
+// consume → produce loop with the client settings of kdedup's processor
+// (read_committed, the manual partitioner, transactions fenced by group
+// generation, up to 10,000 records a poll, one transaction per commit
+// interval, the same session and transaction timeouts) that copies each
+// input record (key, value, headers, timestamp) to o.Output in the same
+// partition and decides nothing. opts reach the cluster: the seed brokers
+// (kgo.SeedBrokers) and any TLS or SASL options.
+//
+// It runs until ctx ends, then commits the open transaction (if any),
+// leaves the group and returns nil; it returns an error when the client
+// cannot be created or a transaction cannot begin or end.
+func RawPipe(ctx context.Context, o PipeOptions, opts ...kgo.Opt) error {
+	if err := o.validate(); err != nil {
+		return err
 	}
 	interval := o.CommitInterval
 	if interval == 0 {
