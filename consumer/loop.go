@@ -96,6 +96,10 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 			if err := p.end(ctx, c); err != nil {
 				return err
 			}
+			// Between transactions: a partition that no longer gets
+			// records writes its changes once due, even while others
+			// keep the loop busy.
+			p.tick()
 		}
 	}
 }
@@ -107,8 +111,8 @@ const idleTick = time.Second
 // tick lets every partition write its committed changes held in memory
 // once they are due (state.Partition.Tick): a partition that stopped
 // receiving records would otherwise keep them there, and a snapshot or a
-// restart after a crash would not see them. Only between transactions:
-// no batch is open. A failed write marks the partition for a check
+// restart after a crash would not see them. Only between transactions
+// (idle, or after each end): no batch is open. A failed write marks the partition for a check
 // against its committed offset, as a failed commit does.
 func (p *Processor) tick() {
 	for _, st := range p.parts {

@@ -170,9 +170,10 @@ func (p *Partition) IndexHits() uint64 { return p.indexPresent }
 func (p *Partition) NewBatch() *Batch {
 	if p.stale && !p.closed {
 		// After blind batches without CountKeys. The scan reads Pebble,
-		// so what is in memory goes there first. A failure leaves the
-		// index stale, which costs speed only: lookups read Pebble.
-		if p.Flush() == nil {
+		// so what is in memory goes there first. If that fails, the
+		// failure stays pending (Wait) and fails the batch's Retire or
+		// commit; the index stays stale, and lookups read Pebble.
+		if p.writeAll() == nil {
 			if x, _, err := p.scanEntries(); err == nil {
 				p.index, p.stale = x, false
 			}
@@ -247,7 +248,7 @@ func (p *Partition) CountKeys() (int64, error) {
 	if err := p.db.Set(stampKey(p.prefix), appendStamp(nil, st), pebble.NoSync); err != nil {
 		return 0, fmt.Errorf("counting keys of %s/%d: %w", p.topic, p.partition, err)
 	}
-	p.stamp = st
+	p.stamp, p.pebbleStamp = st, st
 	return n, nil
 }
 
@@ -266,6 +267,8 @@ type Batch struct {
 	reindex   [][]byte                // retirement index keys to write (Retire)
 	retiredTo []byte                  // the last retirement index key Retire read, nil if none
 	retired   bool                    // Retire ran
+	popped    []poppedItem            // what Retire took from the heaps in memory: back on Discard
+	reindexAt []retireItem            // reindex as heap items (writeback.go)
 	blind     bool                    // NewBlindBatch: no reads on Put and Delete, Keys not kept
 	gen       uint64                  // the partition's gen when the batch began
 	eventTime int64
@@ -440,6 +443,7 @@ func (b *Batch) retirePebble(limit int, fn func(dedup.Hash)) (n int, more bool, 
 			// Replaced or refreshed since this index entry was written,
 			// or lateness grew: index it where it now retires.
 			b.reindex = append(b.reindex, appendRetireKey(nil, p.prefix, retire, h))
+			b.reindexAt = append(b.reindexAt, retireItem{at: retire, h: h})
 			continue
 		}
 		b.dels[h] = struct{}{}
@@ -470,8 +474,18 @@ func (b *Batch) Each(fn func(h dedup.Hash, e dedup.Entry)) {
 	}
 }
 
-// Discard drops the batch's changes.
-func (b *Batch) Discard() { b.done = true }
+// Discard drops the batch's changes, and puts back what its Retire took
+// from the partition's retirement heaps.
+func (b *Batch) Discard() {
+	if b.done {
+		return
+	}
+	b.done = true
+	for _, pi := range b.popped {
+		pi.from.push(pi.it)
+	}
+	b.popped = nil
+}
 
 // SetAhead sets whether the stamp Commit writes is Stamp.Ahead: the
 // keyspace then holds changes of transactions beyond the stamp's input.
@@ -581,7 +595,7 @@ func (p *Partition) Collect(limit int, deleted func(dedup.Hash)) (n int, more bo
 		b.Discard()
 		return 0, false, err
 	}
-	if b.retiredTo == nil && len(b.reindex) == 0 {
+	if b.retiredTo == nil && len(b.reindex) == 0 && len(b.dels) == 0 {
 		b.Discard()
 		return 0, false, nil
 	}

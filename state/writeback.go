@@ -93,6 +93,11 @@ func (m *memChanges) merge(b *Batch, p *Partition) {
 		m.retiredTo = append(m.retiredTo[:0], b.retiredTo...)
 	}
 	m.reindex = append(m.reindex, b.reindex...)
+	for _, it := range b.reindexAt {
+		// Like a put's: a later scan of Pebble's index may pass the
+		// entry's position before the checkpoint writes it.
+		m.retire.push(it)
+	}
 	for h := range b.dels {
 		if pu, ok := m.puts[h]; ok {
 			delete(m.puts, h)
@@ -157,7 +162,9 @@ func (b *Batch) retireHeap(hp *retireHeap, wm int64, limit, seen int, fn func(de
 			return n, seen, nil
 		}
 		seen++
-		h := hp.pop().h
+		it := hp.pop()
+		b.popped = append(b.popped, poppedItem{hp, it})
+		h := it.h
 		if _, ok := b.puts[h]; ok {
 			continue
 		}
@@ -221,11 +228,14 @@ func (p *Partition) Tick() error {
 	if p.closed {
 		return nil
 	}
+	if err := p.failed(); err != nil {
+		return err
+	}
 	if p.applyDone != nil {
 		select {
 		case <-p.applyDone:
-			if err := p.Wait(); err != nil {
-				return err
+			if p.Wait() != nil {
+				return p.failed()
 			}
 		default:
 			// The previous checkpoint is still being written: the next
@@ -243,10 +253,20 @@ func (p *Partition) Tick() error {
 	return nil
 }
 
-// Flush writes mem to Pebble and waits until it is there.
+// Flush writes mem to Pebble and waits until it is there. It takes the
+// error of a checkpoint that failed (see failed).
 func (p *Partition) Flush() error {
-	if err := p.failed(); err != nil {
-		return err
+	if p.writeAll() != nil {
+		return p.failed()
+	}
+	return nil
+}
+
+// writeAll writes mem to Pebble and waits until it is there, leaving the
+// error of a checkpoint that failed pending (failed).
+func (p *Partition) writeAll() error {
+	if p.failure != nil {
+		return p.failure
 	}
 	if p.mem.len() > 0 || p.mem.retiredTo != nil || len(p.mem.reindex) > 0 || p.stamp != p.pebbleStamp {
 		if err := p.checkpoint(); err != nil {
@@ -270,25 +290,31 @@ func (p *Partition) Wait() error {
 	st := p.applying.stamp
 	p.applyDone, p.applying, p.applyErr = nil, nil, nil
 	if err != nil {
+		// Back to what Pebble holds, at once: nothing may read the
+		// changes that did not land. The failure stays pending until a
+		// caller that acts on it takes it (failed): a batch begun on the
+		// state as it now is must not commit as if nothing happened.
+		p.stamp = p.pebbleStamp
+		p.mem = newMemChanges()
+		p.stale = true
 		p.failure = fmt.Errorf("writing the state of %s/%d: %w", p.topic, p.partition, err)
-		return p.failed()
+		return p.failure
 	}
 	p.pebbleStamp = st
 	return nil
 }
 
-// failed returns the error of a checkpoint that failed, and puts the
-// partition back to what Pebble holds: its stamp, no changes in memory,
-// the index rebuilt before its next use.
+// failed takes the error of a checkpoint that failed, nil if none. Wait
+// put the partition back to what Pebble holds (its stamp, no changes in
+// memory, the index rebuilt before its next use); the callers that take
+// the error make the transaction fail (Retire, before the transaction
+// commits; CommitAsync, whose caller then checks the partition against
+// its committed offset; Tick and Flush likewise), so that nothing decided
+// on the state as it was before the failure commits, and the partition
+// is restored.
 func (p *Partition) failed() error {
 	err := p.failure
-	if err == nil {
-		return nil
-	}
 	p.failure = nil
-	p.stamp = p.pebbleStamp
-	p.mem = newMemChanges()
-	p.stale = true
 	return err
 }
 
@@ -303,7 +329,8 @@ func (p *Partition) write(m *memChanges) error {
 	// does not cover them.
 	if m.retiredTo != nil {
 		lower := append(append([]byte(nil), p.prefix...), kindRetire)
-		if err := wb.DeleteRange(lower, append(m.retiredTo, 0), nil); err != nil {
+		upper := append(append([]byte(nil), m.retiredTo...), 0)
+		if err := wb.DeleteRange(lower, upper, nil); err != nil {
 			return err
 		}
 	}
@@ -333,6 +360,16 @@ func (p *Partition) write(m *memChanges) error {
 		return err
 	}
 	return p.db.Apply(wb, pebble.NoSync)
+}
+
+// poppedItem is an item a batch's Retire took from a heap: Discard puts
+// it back, so that an aborted transaction's retirements are not lost (a
+// later Retire may move past the key's position in Pebble's index before
+// the checkpoint writes it, and the checkpoint after that would delete
+// the index entry: the key would never be collected).
+type poppedItem struct {
+	from *retireHeap
+	it   retireItem
 }
 
 // retireItem is a key stored since the last checkpoint and when it
