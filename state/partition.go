@@ -529,10 +529,8 @@ func (b *Batch) CommitAsync(input, changelog int64) error {
 	if b.ahead != nil {
 		st.Ahead = *b.ahead
 	}
-	for range b.dels {
-		if !b.blind {
-			st.Keys--
-		}
+	if !b.blind {
+		st.Keys -= int64(len(b.dels))
 	}
 	for _, pu := range b.puts {
 		if !pu.existed {
@@ -541,9 +539,6 @@ func (b *Batch) CommitAsync(input, changelog int64) error {
 	}
 	p.stamp = st
 	p.updateIndex(b)
-	if p.mem == nil {
-		p.mem = newMemChanges()
-	}
 	p.mem.merge(b, p)
 	return p.Tick()
 }

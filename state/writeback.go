@@ -131,10 +131,9 @@ func (m *memChanges) merge(b *Batch, p *Partition) {
 // batch's watermark, up to limit, and returns how many index entries it
 // read and how many keys it deleted. An item it pops belongs to an entry
 // that may since have been replaced or deleted: the entry decides, as in
-// Pebble's index. Popped items are gone even if the batch is discarded:
-// their keys then retire through Pebble's index after the checkpoint,
-// which writes an index entry for every put. The checkpoint being
-// written, if any, comes first: its keys are older.
+// Pebble's index. The batch keeps what it popped, and Discard puts it
+// back (poppedItem). The checkpoint being written, if any, comes first:
+// its keys are older.
 func (b *Batch) retireMem(limit int, fn func(dedup.Hash)) (seen, n int, err error) {
 	p, wm := b.p, b.eventTime
 	for _, m := range []*memChanges{p.applying, p.mem} {
@@ -155,7 +154,7 @@ func (b *Batch) retireMem(limit int, fn func(dedup.Hash)) (seen, n int, err erro
 // deletions, while seen stays below limit (retireMem). The heap of a
 // checkpoint being written is its own: the write reads its puts, dels
 // and index keys, never the heap.
-func (b *Batch) retireHeap(hp *retireHeap, wm int64, limit, seen int, fn func(dedup.Hash)) (n, seen2 int, err error) {
+func (b *Batch) retireHeap(hp *retireHeap, wm int64, limit, seen int, fn func(dedup.Hash)) (n, seenAfter int, err error) {
 	p := b.p
 	for len(*hp) > 0 && (*hp)[0].at <= wm {
 		if seen == limit {
