@@ -154,6 +154,13 @@ type Options struct {
 	// transaction of a crashed instance is aborted by the coordinator
 	// before a restore waiting on it gives up.
 	RestoreStallTimeout time.Duration
+	// RestoreBuffer is how many bytes of changelog changes a restore
+	// collects before writing them to the state in one sstable
+	// (state.Loader); a restore holds up to two such buffers, one being
+	// written while the other fills. Bigger buffers write fewer, larger
+	// sstables. Default: 64 MiB (state.DefaultLoadBuffer), about 1.3
+	// million changes each.
+	RestoreBuffer int
 	// Limits is what each output topic and the audit topic refuse
 	// (producer.TopicLimits): producer batches are sized to their
 	// max.message.bytes, and records they would refuse are audited
@@ -250,6 +257,9 @@ func (o *Options) EnsureDefaults() {
 	if o.RetireLimit == 0 {
 		o.RetireLimit = 1_000
 	}
+	if o.RestoreBuffer == 0 {
+		o.RestoreBuffer = state.DefaultLoadBuffer
+	}
 	if o.RestoreStallTimeout == 0 {
 		o.RestoreStallTimeout = 2 * time.Minute
 	}
@@ -273,6 +283,9 @@ func (o *Options) Validate() error {
 	}
 	if o.TransactionTimeout >= o.SessionTimeout {
 		errs = append(errs, fmt.Errorf("transaction timeout %v must be below the session timeout %v", o.TransactionTimeout, o.SessionTimeout))
+	}
+	if o.RestoreBuffer < state.MinLoadBuffer {
+		errs = append(errs, fmt.Errorf("restore buffer %d bytes is below the minimum of %d", o.RestoreBuffer, state.MinLoadBuffer))
 	}
 	if o.RestoreStallTimeout <= o.TransactionTimeout {
 		errs = append(errs, fmt.Errorf("restore stall timeout %v must be above the transaction timeout %v, so that a crashed instance's transaction is aborted before a restore waiting on it gives up", o.RestoreStallTimeout, o.TransactionTimeout))

@@ -13,9 +13,16 @@ import (
 	"github.com/kdedup/kdedup/state"
 )
 
-// restoreChunk is how many replayed records go into one Pebble batch, so
-// that a long restore's progress survives a crash.
+// restoreChunk is how many replayed input records go into one Pebble
+// batch, so that a long restore's progress survives a crash. A changelog
+// restore commits whenever its Loader is full (state.Loader).
 const restoreChunk = 10_000
+
+// restoreFetchBytes bounds a restore client's fetches, per partition and
+// in all: a restore reads one partition, as fast as it can, so each
+// fetch returns as much as the broker will (kgo's default per partition,
+// 1 MiB, made a fetch round trip every ~13,000 changelog records).
+const restoreFetchBytes = 32 << 20
 
 // restore brings a partition's state up to to, the group's committed
 // offset: every record below it that is visible under read_committed was
@@ -142,18 +149,26 @@ const (
 // (changelogMovedBack: the caller drops the whole state).
 func (p *Processor) restoreChangelog(ctx context.Context, st *partState, to int64, log zerolog.Logger) (changelogOutcome, error) {
 	cr := p.newChangelogRestore(st, to, log)
-	if err := cr.open(ctx); err != nil {
+	err := cr.open(ctx)
+	if err != nil {
 		return 0, err
 	}
 	defer cr.cl.Close()
-	cr.batch = st.part.NewBlindBatch()
+	if cr.load, err = st.part.NewLoader(p.opts.RestoreBuffer); err != nil {
+		return 0, err
+	}
+	// A restore that ends on an error leaves no Commit in flight: the
+	// partition may be closed or dropped next. Its error, if any, is the
+	// lesser one; the stamp says what was written.
+	defer func() { _ = cr.load.Wait() }()
 	w := p.newRestoreWatch(st, log)
 	for {
 		fetches, err := w.poll(ctx, cr.cl)
 		if err != nil {
 			// What is applied stays, stamped up to the last marker:
 			// the next restore resumes there.
-			if cerr := cr.commit(cr.markerEnd); cerr != nil {
+			cr.load.Rollback()
+			if cerr := cr.settle(ctx, cr.markerEnd); cerr != nil {
 				return 0, errors.Join(err, cerr)
 			}
 			return 0, err
@@ -183,15 +198,12 @@ type changelogRestore struct {
 	cl    *kgo.Client // reads cp from stamp.Changelog (open)
 	end   int64       // the sentinel's offset (open)
 
-	// Blind batches: applying the changelog reads nothing; the keys are
-	// counted once at the end.
-	batch *state.Batch
-	// pending holds the changes since the partition's last marker.
-	pending   []state.Change
+	// load buffers the changes and writes them in bulk; the changes
+	// since its last Mark wait for their transaction's marker.
+	load      *state.Loader
 	input     int64 // the input offset of the last marker applied
 	markerEnd int64 // the offset after the last marker applied
 	ahead     bool  // changes written ahead of their marker wait for it
-	inChunk   int   // changes put into batch since its last commit
 	applied   int64 // the partition's records applied
 	read      int64 // records read, for progress
 	skipped   int64 // unreadable records the partition does not depend on
@@ -224,6 +236,8 @@ func (cr *changelogRestore) open(ctx context.Context) error {
 		kgo.DisableFetchSessions(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxPartitionBytes(restoreFetchBytes),
+		kgo.FetchMaxBytes(restoreFetchBytes),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 	)...)
 	if err != nil {
@@ -273,7 +287,7 @@ func (cr *changelogRestore) record(ctx context.Context, r *kgo.Record) (out chan
 		if r.Offset < cr.end {
 			return 0, false, nil // another restore's
 		}
-		out, err := cr.sentinel(r)
+		out, err := cr.sentinel(ctx, r)
 		return out, true, err
 	}
 	if c.Topic != cr.st.tp.topic || c.Partition != cr.st.tp.partition {
@@ -285,26 +299,28 @@ func (cr *changelogRestore) record(ctx context.Context, r *kgo.Record) (out chan
 	}
 	cr.applied++
 	if c.Kind != state.ChangeMarker {
-		return 0, false, cr.change(r, c)
+		return 0, false, cr.change(ctx, r, c)
 	}
 	return cr.marker(ctx, r, c)
 }
 
-// change holds c, an entry or a tombstone, until the transaction's marker
-// shows it committed at or below to. Past restoreChunk pending changes it
-// writes them ahead of their marker, to bound memory (see
-// restoreChangelog): the input offset stays at the last marker, and the
-// stamp says Ahead until a marker confirms them.
-func (cr *changelogRestore) change(r *kgo.Record, c state.Change) error {
-	cr.pending = append(cr.pending, c)
-	if len(cr.pending) < restoreChunk {
-		return nil
+// change buffers c, an entry or a tombstone, in the Loader, where it
+// waits for the transaction's marker to show it committed at or below to.
+// When the Loader is full it writes them ahead of their marker, to bound
+// memory (see restoreChangelog): the input offset stays at the last
+// marker, and the stamp says Ahead until a marker confirms them.
+func (cr *changelogRestore) change(ctx context.Context, r *kgo.Record, c state.Change) error {
+	var err error
+	if c.Deleted {
+		err = cr.load.Delete(c.Hash)
+	} else {
+		err = cr.load.Put(c.Hash, c.Entry)
 	}
-	if err := cr.apply(); err != nil {
+	if err != nil || !cr.load.Full() {
 		return err
 	}
 	cr.ahead = true
-	return cr.commit(r.Offset + 1)
+	return cr.commit(ctx, r.Offset+1)
 }
 
 // marker applies the changes of the transaction whose marker c is, if it
@@ -316,29 +332,27 @@ func (cr *changelogRestore) marker(ctx context.Context, r *kgo.Record, c state.C
 	if c.Input > cr.to {
 		// A transaction beyond the committed offset: leave its
 		// changes out, and stop just after the last marker applied.
-		cr.pending = cr.pending[:0]
-		if err := cr.commit(cr.markerEnd); err != nil {
+		cr.load.Rollback()
+		if err := cr.settle(ctx, cr.markerEnd); err != nil {
 			return 0, true, err
 		}
 		out, err := cr.p.beyondTarget(ctx, cr.cl, cr.st, cr.to, c.Input, cr.log)
 		return out, true, err
 	}
-	if err := cr.apply(); err != nil {
-		return 0, true, err
-	}
+	cr.load.Mark()
 	cr.input = c.Input
 	cr.markerEnd = r.Offset + 1
 	cr.ahead = false // every change before this marker is confirmed
-	cr.batch.SetEventTime(max(cr.batch.EventTime(), c.EventTime))
+	cr.load.SetEventTime(max(cr.load.EventTime(), c.EventTime))
 	if cr.input == cr.to {
 		// The state reflects the committed input.
-		if err := cr.finish(r.Offset + 1); err != nil {
+		if err := cr.finish(ctx, r.Offset+1); err != nil {
 			return 0, true, err
 		}
 		return changelogReached, true, nil
 	}
-	if cr.inChunk >= restoreChunk {
-		if err := cr.commit(r.Offset + 1); err != nil {
+	if cr.load.Full() {
+		if err := cr.commit(ctx, r.Offset+1); err != nil {
 			return 0, true, err
 		}
 	}
@@ -351,12 +365,12 @@ func (cr *changelogRestore) marker(ctx context.Context, r *kgo.Record, c state.C
 // was applied: changes still ahead of their marker were never confirmed
 // (changelogUnconfirmed); otherwise the changelog reached to
 // (changelogReached) or ends before it (changelogShort).
-func (cr *changelogRestore) sentinel(r *kgo.Record) (changelogOutcome, error) {
-	cr.pending = cr.pending[:0]
+func (cr *changelogRestore) sentinel(ctx context.Context, r *kgo.Record) (changelogOutcome, error) {
+	cr.load.Rollback()
 	if cr.skipped > 0 {
 		cr.log.Warn().Int64("records", cr.skipped).Msg("changelog records kdedup cannot read were skipped")
 	}
-	if err := cr.finish(r.Offset + 1); err != nil {
+	if err := cr.finish(ctx, r.Offset+1); err != nil {
 		return 0, err
 	}
 	if cr.ahead {
@@ -368,43 +382,26 @@ func (cr *changelogRestore) sentinel(r *kgo.Record) (changelogOutcome, error) {
 	return changelogShort, nil
 }
 
-// apply puts the pending changes into the batch.
-func (cr *changelogRestore) apply() error {
-	for _, c := range cr.pending {
-		var err error
-		if c.Deleted {
-			err = cr.batch.Delete(c.Hash)
-		} else {
-			err = cr.batch.Put(c.Hash, c.Entry)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	cr.inChunk += len(cr.pending)
-	cr.pending = cr.pending[:0]
-	return nil
+// commit starts writing what the Loader holds, stamped with the last
+// marker's input offset, the changelog position next and whether changes
+// wait ahead of their marker.
+func (cr *changelogRestore) commit(ctx context.Context, next int64) error {
+	cr.load.SetAhead(cr.ahead)
+	return cr.load.Commit(ctx, cr.input, next)
 }
 
-// commit commits the batch to Pebble, stamped with the last marker's input
-// offset, the changelog position next and whether changes wait ahead of
-// their marker, and starts a new one.
-func (cr *changelogRestore) commit(next int64) error {
-	cr.batch.SetAhead(cr.ahead)
-	if err := cr.batch.Commit(cr.input, next); err != nil {
+// settle commits as commit does and waits until the partition's state
+// and stamp are written.
+func (cr *changelogRestore) settle(ctx context.Context, next int64) error {
+	if err := cr.commit(ctx, next); err != nil {
 		return err
 	}
-	cr.batch = cr.st.part.NewBlindBatch()
-	cr.inChunk = 0
-	return nil
+	return cr.load.Wait()
 }
 
-// finish commits the restore and counts the keys.
-func (cr *changelogRestore) finish(next int64) error {
-	if err := cr.commit(next); err != nil {
-		return err
-	}
-	if _, err := cr.st.part.CountKeys(); err != nil {
+// finish commits the restore. The Loader kept the key count exact.
+func (cr *changelogRestore) finish(ctx context.Context, next int64) error {
+	if err := cr.settle(ctx, next); err != nil {
 		return err
 	}
 	cr.p.restored(cr.st, cr.log, "changelog", cr.applied, cr.start)

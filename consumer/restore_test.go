@@ -58,6 +58,8 @@ func (f *restoreFixture) processor(t *testing.T, dir string, opts ...func(*Optio
 		Streams:    []Stream{{Rules: rules, Input: hoInput, Output: hoInput + ".deduped"}},
 		Partitions: map[string]int32{hoInput: 1, hoInput + ".deduped": 1, "dedup.audit": 1, hoChangelog: 1},
 		Store:      store, Log: zerolog.Nop(),
+		// Small: chunkedTransaction fills it several times over.
+		RestoreBuffer: 64 << 10,
 	}
 	for _, fn := range opts {
 		fn(&o)
@@ -94,7 +96,8 @@ func (f *restoreFixture) transaction(t *testing.T, input int64, keys ...int) {
 }
 
 // chunkedTransaction writes, as the transaction of input offset input,
-// entries for keys 100 to 100+restoreChunk+4: more than a restore holds
+// entries for keys 100 to 100+restoreChunk+4: about 800 KB, more than a
+// restore of the fixture's processors holds (RestoreBuffer: 64 KiB)
 // before it writes them ahead of their marker.
 func (f *restoreFixture) chunkedTransaction(t *testing.T, input int64) {
 	t.Helper()

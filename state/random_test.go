@@ -1,6 +1,7 @@
 package state_test
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"math"
@@ -555,6 +556,61 @@ func runRandomIndex(t *testing.T, seed uint64, steps int) {
 				} else {
 					m[h] = *e
 				}
+			}
+		case r < 58:
+			what = "load"
+			l, err := p.NewLoader(0)
+			if err != nil {
+				fail("step %d: new loader: %v", step, err)
+			}
+			// Changes since the last Mark reach the model only when a
+			// later Mark confirms them, or a Commit writes them.
+			pending := map[dedup.Hash]*dedup.Entry{}
+			apply := func() {
+				for h, e := range pending {
+					if e == nil {
+						delete(m, h)
+					} else {
+						m[h] = *e
+					}
+				}
+				clear(pending)
+			}
+			for n := 1 + rng.IntN(120); n > 0; n-- {
+				h := keys[rng.IntN(len(keys))]
+				switch k := rng.IntN(20); {
+				case k < 6:
+					if err := l.Delete(h); err != nil {
+						fail("step %d: loader delete: %v", step, err)
+					}
+					pending[h] = nil
+				case k < 17:
+					e := entry(pn)
+					if err := l.Put(h, e); err != nil {
+						fail("step %d: loader put: %v", step, err)
+					}
+					pending[h] = &e
+				case k < 18:
+					l.Mark()
+					apply()
+				case k < 19:
+					l.Rollback()
+					clear(pending)
+				default:
+					// Written ahead of a Mark: they stay.
+					apply()
+					if err := l.Commit(context.Background(), input, input); err != nil {
+						fail("step %d: loader commit: %v", step, err)
+					}
+				}
+			}
+			l.Mark()
+			apply()
+			if err := l.Commit(context.Background(), input, input); err != nil {
+				fail("step %d: loader commit: %v", step, err)
+			}
+			if err := l.Wait(); err != nil {
+				fail("step %d: loader wait: %v", step, err)
 			}
 		case r < 65:
 			what = "blind"

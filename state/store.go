@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/rs/zerolog"
 
@@ -110,8 +112,11 @@ func (o *Options) Validate() error {
 // A Store is safe for concurrent use; each Partition is used by one
 // goroutine at a time.
 type Store struct {
-	db  *pebble.DB
-	dir string
+	db   *pebble.DB
+	po   *pebble.Options
+	dir  string
+	fs   vfs.FS
+	load atomic.Uint64 // names the Loader's sstables
 
 	mu   sync.Mutex
 	open map[string]*Partition // by keyspace prefix
@@ -138,11 +143,35 @@ func Open(dir string, opts Options) (*Store, error) {
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(opts.BloomBitsPerKey)
 	}
+	// As Pebble completes its own copy: the Loader's sstables are written
+	// with these options (writerOptions).
+	po.EnsureDefaults()
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("opening state in %s: %w", dir, err)
 	}
-	return &Store{db: db, dir: dir, open: map[string]*Partition{}, writing: make(chan struct{}, 1)}, nil
+	s := &Store{db: db, po: po, dir: dir, fs: opts.FS, open: map[string]*Partition{}, writing: make(chan struct{}, 1)}
+	// Loaders write their sstables here before Pebble ingests them; what
+	// a crash left behind was never ingested.
+	if err := errors.Join(s.fs.RemoveAll(s.fs.PathJoin(dir, loadDir)), s.fs.MkdirAll(s.fs.PathJoin(dir, loadDir), 0o755)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening state in %s: preparing %s: %w", dir, loadDir, err)
+	}
+	return s, nil
+}
+
+// loadDir is the directory, in the store's, of the Loader's sstables.
+const loadDir = "kdedup-load"
+
+// loadPath returns a new path for a Loader's sstable.
+func (s *Store) loadPath() string {
+	return s.fs.PathJoin(s.dir, loadDir, fmt.Sprintf("%06d.sst", s.load.Add(1)))
+}
+
+// writerOptions are the options of sstables a Loader writes: those of the
+// store's own tables (filters, block sizes, compression) in its format.
+func (s *Store) writerOptions() sstable.WriterOptions {
+	return s.po.MakeWriterOptions(0, s.db.TableFormat())
 }
 
 // Close closes every open partition and the database.
