@@ -42,8 +42,13 @@ type loadRec struct {
 	vlen   uint32
 }
 
-// loadRecBytes is what a buffered change takes besides its value.
-const loadRecBytes = 48
+// loadRecBytes is what a buffered change takes besides its value;
+// typicalEntryBytes is a typical value, an entry of the keyspace's own
+// topic-partition.
+const (
+	loadRecBytes      = 48
+	typicalEntryBytes = 36
+)
 
 // Loader writes a restore's changes to a partition in bulk: it buffers
 // them, and Commit sorts them and writes them, with the new stamp, into
@@ -145,6 +150,12 @@ func (l *Loader) Put(h dedup.Hash, e dedup.Entry) error {
 		return l.err
 	}
 	b := l.cur
+	if cap(b.recs) == 0 {
+		// A buffer fills up once, and is then reused: sized for a
+		// typical entry, it does not grow in between.
+		b.recs = make([]loadRec, 0, l.limit/(loadRecBytes+typicalEntryBytes))
+		b.arena = make([]byte, 0, l.limit/(loadRecBytes+typicalEntryBytes)*typicalEntryBytes)
+	}
 	off := len(b.arena)
 	b.arena = appendEntry(b.arena, &e, l.p.topic, l.p.partition)
 	b.recs = append(b.recs, loadRec{h: h, seq: uint32(len(b.recs)), retire: addSat(e.Expiry, l.p.lateness), voff: uint32(off), vlen: uint32(len(b.arena) - off)})
@@ -255,7 +266,7 @@ func (l *Loader) Wait() error {
 // on a goroutine of its own: it reads the partition's index and Pebble,
 // and leaves changing the partition to Wait.
 func (l *Loader) commit(ctx context.Context, buf *loadBuf, st Stamp) loadResult {
-	res := loadResult{buf: buf}
+	res := loadResult{buf: buf, added: make([]uint64, 0, len(buf.recs))}
 	// The last change of each key wins: sorted by key, in arrival order.
 	buf.tmp = sortByHash(buf.recs, buf.tmp)
 	sorted := buf.tmp
