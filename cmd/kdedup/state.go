@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kdedup/kdedup/config"
 	"github.com/kdedup/kdedup/connect"
+	"github.com/kdedup/kdedup/internal/progress"
 	"github.com/kdedup/kdedup/state"
 )
 
@@ -40,7 +42,7 @@ func stateCmd(args, env []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "kdedup state snapshot: --out DIR is required")
 			return 2
 		}
-		m, err := snapshot(cfg, dir)
+		m, err := snapshot(cfg, dir, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "kdedup state snapshot: %v\n", err)
 			return 1
@@ -61,7 +63,7 @@ func stateCmd(args, env []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "kdedup state restore: --from DIR is required")
 			return 2
 		}
-		m, err := restoreSnapshot(cfg, dir, stdout)
+		m, err := restoreSnapshot(cfg, dir, stdout, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "kdedup state restore: %v\n", err)
 			return 1
@@ -83,14 +85,21 @@ type snapshotAnswer struct {
 // snapshot writes a snapshot of the state into dir. A stopped instance's
 // store is opened here; a running one (the store is locked) is asked
 // through its admin API to take the snapshot, which is then moved to dir.
-func snapshot(cfg *config.Config, dir string) (*state.SnapshotManifest, error) {
+// The bytes written into dir are shown on stderr as they grow.
+func snapshot(cfg *config.Config, dir string, stderr io.Writer) (*state.SnapshotManifest, error) {
 	if _, err := os.Stat(dir); err == nil {
 		return nil, fmt.Errorf("snapshot into %s: %w", dir, os.ErrExist)
 	}
-	store, err := state.Open(filepath.Join(cfg.StateDir, "state"), state.Options{})
+	storeDir := filepath.Join(cfg.StateDir, "state")
+	store, err := state.Open(storeDir, state.Options{})
 	if err == nil {
 		defer store.Close()
-		return store.Snapshot(dir, cfg.Group, cfg.ChangelogTopic)
+		// The live store's size is the estimate: the checkpoint holds its
+		// tables and WAL, not its obsolete files.
+		w := watchCopy(stderr, "kdedup state snapshot, bytes copied", dirSize(storeDir), dir)
+		m, err := store.Snapshot(dir, cfg.Group, cfg.ChangelogTopic)
+		w.end(err == nil)
+		return m, err
 	}
 	if cfg.AdminAddr == "" {
 		return nil, fmt.Errorf("%w (is kdedup running with this state_dir? stop it, or set admin_addr so that the running instance takes the snapshot)", err)
@@ -108,15 +117,20 @@ func snapshot(cfg *config.Config, dir string) (*state.SnapshotManifest, error) {
 	if err := json.Unmarshal(body, &a); err != nil || a.Manifest == nil {
 		return nil, fmt.Errorf("the running instance at %s answered %q: %v", cfg.AdminAddr, body, err)
 	}
-	if err := state.MoveSnapshot(a.Dir, dir); err != nil {
+	// A rename, or across file systems a copy.
+	w := watchCopy(stderr, "kdedup state snapshot, bytes moved", dirSize(a.Dir), dir)
+	err = state.MoveSnapshot(a.Dir, dir)
+	w.end(err == nil)
+	if err != nil {
 		return nil, fmt.Errorf("moving the snapshot from %s to %s: %w", a.Dir, dir, err)
 	}
 	return a.Manifest, nil
 }
 
 // restoreSnapshot checks a snapshot against the configuration and the
-// changelog, then copies it into the state directory.
-func restoreSnapshot(cfg *config.Config, dir string, stdout io.Writer) (*state.SnapshotManifest, error) {
+// changelog, then copies it into the state directory, showing the bytes
+// copied on stderr.
+func restoreSnapshot(cfg *config.Config, dir string, stdout, stderr io.Writer) (*state.SnapshotManifest, error) {
 	m, err := state.ReadSnapshot(dir)
 	if err != nil {
 		return nil, err
@@ -130,10 +144,79 @@ func restoreSnapshot(cfg *config.Config, dir string, stdout io.Writer) (*state.S
 	} else if err := checkChangelogCovers(cfg, m); err != nil {
 		return nil, err
 	}
-	if err := state.RestoreSnapshot(dir, filepath.Join(cfg.StateDir, "state")); err != nil {
+	storeDir := filepath.Join(cfg.StateDir, "state")
+	w := watchCopy(stderr, "kdedup state restore, bytes copied", dirSize(filepath.Join(dir, "pebble")), storeDir)
+	err = state.RestoreSnapshot(dir, storeDir)
+	w.end(err == nil)
+	if err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// watchInterval is how often a copy's destination is measured.
+const watchInterval = 100 * time.Millisecond
+
+// copyWatch shows the progress of a copy into a directory on a
+// progress.Bar by measuring the directory as it grows: the copies
+// (Pebble's checkpoint, state.RestoreSnapshot, state.MoveSnapshot) report
+// no progress of their own.
+type copyWatch struct {
+	bar  *progress.Bar
+	dir  string
+	base int64 // bytes in dir before the copy
+	stop chan struct{}
+	done chan struct{}
+}
+
+// watchCopy starts showing the bytes of a copy of about total bytes
+// (<= 0: unknown) into dir on w, under label.
+func watchCopy(w io.Writer, label string, total int64, dir string) *copyWatch {
+	c := &copyWatch{bar: progress.New(w, label, total), dir: dir, base: dirSize(dir), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		t := time.NewTicker(watchInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+				c.bar.Set(dirSize(c.dir) - c.base)
+			}
+		}
+	}()
+	return c
+}
+
+// end stops the watch and ends the bar with the bytes copied. After a
+// copy that succeeded they are its total: the estimate given to
+// watchCopy is corrected.
+func (c *copyWatch) end(ok bool) {
+	close(c.stop)
+	<-c.done
+	n := dirSize(c.dir) - c.base
+	if ok {
+		c.bar.SetTotal(n)
+	}
+	c.bar.Set(n)
+	c.bar.Done()
+}
+
+// dirSize is the size of the regular files under dir; 0 if there is none.
+// Files that vanish or cannot be read while it walks are skipped.
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n
 }
 
 // ErrSnapshotTooOld is wrapped when the changelog no longer holds the

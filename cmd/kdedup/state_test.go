@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -197,5 +199,99 @@ func TestSnapshotOfRunningInstance(t *testing.T) {
 	}
 	if len(entries) != 0 {
 		t.Errorf("the snapshot was copied, not moved: %v left behind", entries)
+	}
+}
+
+// TestStateProgress: kdedup state snapshot and restore show the bytes
+// they copy on stderr (plain lines, as stderr is no terminal here) and
+// leave their stdout as it was.
+func TestStateProgress(t *testing.T) {
+	root := t.TempDir()
+	live, fresh := filepath.Join(root, "live"), filepath.Join(root, "fresh")
+	s, err := state.Open(filepath.Join(live, "state"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.OpenPartition("push-events", 1, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := p.NewBatch()
+	if err := b.Put(dedup.Hash{1}, dedup.Entry{Expiry: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(7, 5); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	config := func(stateDir string) string {
+		f := filepath.Join(root, filepath.Base(stateDir)+".yaml")
+		body := "state_dir: " + stateDir + "\nstreams:\n  - name: push\n    input: push-events\n    ttl: 1h\n    key: [{header: Idempotency-Key}]\n"
+		if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	cmd := func(args ...string) (string, string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := run(args, nil, &out, &errb); code != 0 {
+			t.Fatalf("kdedup %s: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
+		}
+		return out.String(), errb.String()
+	}
+	// The one line of a bar that ended within the plain mode's 5 s:
+	// every byte counted, 100% of a total corrected to them.
+	progressLine := func(stderr, label string, bytes int64) {
+		t.Helper()
+		re := regexp.MustCompile(`^` + regexp.QuoteMeta(label) + `: (\d+)/(\d+) \(100%\) in \d+\.\ds, \d+/s\n$`)
+		m := re.FindStringSubmatch(stderr)
+		if m == nil {
+			t.Fatalf("stderr %q does not match %s", stderr, re)
+		}
+		if want := strconv.FormatInt(bytes, 10); m[1] != want || m[2] != want {
+			t.Fatalf("stderr %q: want %s/%s bytes", stderr, want, want)
+		}
+	}
+
+	snap := filepath.Join(root, "snap")
+	stdout, stderr := cmd("state", "snapshot", "--config", config(live), "--out", snap)
+	if want := "snapshot of 1 partitions written to " + snap + "\n" +
+		"  push-events/1: input offset 7, changelog offset 5, 1 keys\n"; stdout != want {
+		t.Errorf("snapshot's stdout\n%q, want\n%q", stdout, want)
+	}
+	progressLine(stderr, "kdedup state snapshot, bytes copied", dirSize(snap))
+
+	m, err := state.ReadSnapshot(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr = cmd("state", "restore", "--config", config(fresh), "--from", snap)
+	if want := "no brokers configured (embedded broker): the changelog is not checked\n" +
+		"restored 1 partitions from " + snap + " (taken " + m.Created.Format(time.RFC3339) + ") into " + fresh +
+		"; start kdedup to catch up from the changelog\n"; stdout != want {
+		t.Errorf("restore's stdout\n%q, want\n%q", stdout, want)
+	}
+	progressLine(stderr, "kdedup state restore, bytes copied", dirSize(filepath.Join(snap, "pebble")))
+	if got := dirSize(filepath.Join(fresh, "state")); got != dirSize(filepath.Join(snap, "pebble")) {
+		t.Errorf("restored %d bytes of %d", got, dirSize(filepath.Join(snap, "pebble")))
+	}
+}
+
+// TestCopyWatch: the bytes of a copy show up while it runs, and a
+// failed copy's last line keeps the estimate as its total.
+func TestCopyWatch(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "to")
+	var out bytes.Buffer // written by the watch only in end: plain lines come every 5 s
+	w := watchCopy(&out, "copy", 1000, dir)
+	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sub", "a"), make([]byte, 300), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.end(false)
+	if got := out.String(); !regexp.MustCompile(`^copy: 300/1000 \(30%\) in \d+\.\ds, \d+/s\n$`).MatchString(got) {
+		t.Fatalf("output %q", got)
 	}
 }
