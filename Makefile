@@ -14,7 +14,7 @@ KAFKA_CLUSTER_BROKERS = 127.0.0.1:$(KAFKA_CLUSTER_PORT),127.0.0.1:$(shell echo $
 # The tests that run on the three-node cluster in make test-kafka.
 KAFKA_CLUSTER_TESTS ?= ^(TestScaleOut|TestCrashRecovery|TestBrokerBounce)$$
 
-.PHONY: all build demo test lint fmt-check vet staticcheck bench bench-e2e fuzz clean kafka-up kafka-down test-kafka kafka-up3 kafka-down3 test-kafka-single test-kafka3
+.PHONY: all build demo test lint fmt-check vet staticcheck bench bench-e2e plots fuzz clean kafka-up kafka-down test-kafka kafka-up3 kafka-down3 test-kafka-single test-kafka3
 
 all: build
 
@@ -120,6 +120,12 @@ bench-e2e: build
 	  KAFKA_PORT=$(KAFKA_PORT) scripts/kafka.sh up && \
 	  ./$(BIN) bench --brokers 127.0.0.1:$(KAFKA_PORT) $(BENCH_FLAGS) ) || status=1; \
 	exit $$status
+
+# The figures of BENCHMARKS.md, benchmarks/<plot>.svg, from the
+# measurements appended to benchmarks/measurements.jsonl (bench/plot
+# says what a line holds).
+plots:
+	$(GO) run ./cmd/kdedup-plot -in benchmarks/measurements.jsonl -out benchmarks
 
 # Runs every fuzz target for FUZZTIME each (go test -fuzz takes one target
 # at a time).
