@@ -139,6 +139,11 @@ func TestValidate(t *testing.T) {
 		{"env without =", Options{KdedupEnv: []string{"KDEDUP_CPUPROFILE"}}, []string{`kdedup environment "KDEDUP_CPUPROFILE"`}},
 		{"every problem at once", Options{Events: -1, Rounds: -1, Partitions: -1, Brokers: []string{"x"}},
 			[]string{"events -1", "rounds -1", "partitions -1", `broker "x"`}},
+		{"keys", Options{Keys: 10_000_000}, nil},
+		{"keys and restore", Options{Keys: 1, Restore: true}, nil},
+		{"negative keys", Options{Keys: -1}, []string{"keys -1: want 0 (no pre-load) or more"}},
+		{"restore without keys", Options{Restore: true}, []string{"restore needs keys to restore"}},
+		{"restore with negative keys", Options{Keys: -2, Restore: true}, []string{"keys -2", "restore needs keys"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -170,7 +175,7 @@ func TestEnsureDefaults(t *testing.T) {
 	var o Options
 	o.EnsureDefaults()
 	if o.Events != 1_000_000 || o.Rounds != 3 || o.Partitions != 3 || o.CommitInterval != 100*time.Millisecond ||
-		o.LatencyDuration != 5*time.Second || o.Out == nil || o.DisableChangelog || o.Seed != 0 {
+		o.LatencyDuration != 5*time.Second || o.Out == nil || o.DisableChangelog || o.Seed != 0 || o.Keys != 0 || o.Restore {
 		t.Fatalf("defaults: %+v", o)
 	}
 	o = Options{Events: 7, Rounds: 2, Partitions: 5, CommitInterval: time.Second, LatencyDuration: time.Minute}
@@ -342,7 +347,11 @@ func TestParseProc(t *testing.T) {
 func TestKdedupConfig(t *testing.T) {
 	tp := e2e.NewTopics("kdedup-bench-x.r1-kdedup.")
 	tp.Group = tp.Prefix + "kdedup"
-	cfgText := kdedupConfig(tp, []string{"127.0.0.1:9092", "[::1]:9093"}, filepath.Join(t.TempDir(), "state"), tp.Prefix+"changelog", 250*time.Millisecond, false)
+	cfgText, err := kdedupConfig(tp, kdedupSettings{brokers: []string{"127.0.0.1:9092", "[::1]:9093"}, stateDir: filepath.Join(t.TempDir(), "state"),
+		changelogTopic: tp.Prefix + "changelog", commitInterval: 250 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if strings.Contains(cfgText, "changelog: false") {
 		t.Errorf("changelog disabled although it is on:\n%s", cfgText)
 	}
@@ -366,9 +375,42 @@ func TestKdedupConfig(t *testing.T) {
 			t.Errorf("streams[%d]: %v", i, err)
 		}
 	}
-	off := kdedupConfig(tp, []string{"127.0.0.1:9092"}, "state", tp.Prefix+"changelog", time.Second, true)
+	if cfg.Streams[0].TTL != config.Duration(e2e.PushTTL) || cfg.Streams[1].TTL != config.Duration(e2e.OrderTTL) {
+		t.Errorf("ttls %v, %v: want the streams' own", cfg.Streams[0].TTL, cfg.Streams[1].TTL)
+	}
+	off, err := kdedupConfig(tp, kdedupSettings{brokers: []string{"127.0.0.1:9092"}, stateDir: "state", changelogTopic: tp.Prefix + "changelog",
+		commitInterval: time.Second, disableChangelog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(off, "\nchangelog: false\n") {
 		t.Errorf("no changelog: false line:\n%s", off)
+	}
+
+	// With keys pre-loaded: every stream's ttl replaced, log level as
+	// asked.
+	ttl := keysTTL(20_000, 20_000)
+	scaled, err := kdedupConfig(tp, kdedupSettings{brokers: []string{"127.0.0.1:9092"}, stateDir: "state", commitInterval: time.Second, ttl: ttl, logLevel: "info"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(scaled), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err = config.Load(config.LoadOptions{File: path})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, scaled)
+	}
+	if cfg.LogLevel != "info" || len(cfg.Streams) != 2 || cfg.Streams[0].TTL != config.Duration(ttl) || cfg.Streams[1].TTL != config.Duration(ttl) {
+		t.Errorf("log level %s, streams %+v: want info and ttl %v", cfg.LogLevel, cfg.Streams, ttl)
+	}
+	for i, s := range cfg.Streams {
+		if _, err := dedup.Compile(s); err != nil {
+			t.Errorf("streams[%d] with ttl %v: %v", i, ttl, err)
+		}
+	}
+	if _, err := withTTL("streams:\n  - name: x\n", time.Hour, 2); err == nil {
+		t.Error("withTTL accepted a streams section without ttl lines")
 	}
 }
 

@@ -25,26 +25,46 @@ type child struct {
 	logf *os.File
 	done chan struct{} // closed when it exited
 	err  error         // Wait's, once done
+	// restores collects kdedup's "state restored" lines.
+	restores *restoreLog
 }
 
 // startChild starts pr's pipe: `bench-pipe` for the raw pipe, `run` with
-// a configuration written to the scratch directory for kdedup. Its
-// output goes to a log file there.
-func (b *bencher) startChild(pr *pipeRun, round int) (*child, error) {
+// a configuration written to the scratch directory for kdedup, in the
+// role given (the timed phase's child, or one of the state at scale's).
+// Its output goes to a log file there; kdedup's lines saying a state was
+// restored are collected in the child's restores.
+func (b *bencher) startChild(pr *pipeRun, round int, role role) (*child, error) {
 	base := filepath.Join(b.dir, fmt.Sprintf("round%d-%s", round, pr.kind))
 	var args, env []string
 	name := "raw pipe"
+	rl := &restoreLog{}
 	switch pr.kind {
 	case raw:
 		args = []string{"bench-pipe", "--brokers", strings.Join(b.brokers, ","), "--group", pr.group,
 			"--inputs", strings.Join(pr.tp.Inputs(), ","), "--output", pr.output, "--commit-interval", b.o.CommitInterval.String()}
 	case kdedup:
 		name = "kdedup"
+		// Every child of a round's kdedup runs on one state directory:
+		// the pre-load's is the later ones'.
 		stateDir := base + ".state"
-		if err := os.RemoveAll(stateDir); err != nil {
-			return nil, fmt.Errorf("kdedup state directory: %w", err)
+		if role.freshState(b.o.Keys) {
+			if err := os.RemoveAll(stateDir); err != nil {
+				return nil, fmt.Errorf("kdedup state directory: %w", err)
+			}
 		}
-		cfg := kdedupConfig(pr.tp, b.brokers, stateDir, pr.changelog, b.o.CommitInterval, b.o.DisableChangelog)
+		if role != timedRole {
+			name += " (" + string(role) + ")"
+			base += "-" + string(role)
+		}
+		cfg, err := kdedupConfig(pr.tp, kdedupSettings{
+			brokers: b.brokers, stateDir: stateDir, changelogTopic: pr.changelog,
+			commitInterval: b.o.CommitInterval, disableChangelog: b.o.DisableChangelog,
+			ttl: pr.ttl, logLevel: role.logLevel(b.o.Keys),
+		})
+		if err != nil {
+			return nil, err
+		}
 		path := base + ".yaml"
 		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 			return nil, fmt.Errorf("kdedup configuration: %w", err)
@@ -56,14 +76,14 @@ func (b *bencher) startChild(pr *pipeRun, round int) (*child, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s log: %w", name, err)
 	}
-	c := &child{name: name, tail: &tail{}, logf: logf, done: make(chan struct{})}
+	c := &child{name: name, tail: &tail{}, logf: logf, done: make(chan struct{}), restores: rl}
 	bin := b.o.Binary
-	if name == "kdedup" && b.o.KdedupBinary != "" {
+	if pr.kind == kdedup && b.o.KdedupBinary != "" {
 		bin = b.o.KdedupBinary
 	}
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Env = childEnv(os.Environ(), env)
-	c.cmd.Stdout = io.MultiWriter(logf, c.tail)
+	c.cmd.Stdout = io.MultiWriter(logf, c.tail, rl)
 	c.cmd.Stderr = c.cmd.Stdout
 	if err := c.cmd.Start(); err != nil {
 		logf.Close()
@@ -75,6 +95,35 @@ func (b *bencher) startChild(pr *pipeRun, round int) (*child, error) {
 		close(c.done)
 	}()
 	return c, nil
+}
+
+// role is what a kdedup child is started for: the timed phase (as
+// without Options.Keys), or one of the state at scale's children.
+type role string
+
+const (
+	timedRole    role = ""
+	preloadRole  role = "pre-load"
+	takeoverRole role = "takeover"
+	restartRole  role = "restart"
+)
+
+// freshState reports whether the child starts on an empty state_dir: the
+// first child of a round's kdedup (the pre-load's, or with no keys to
+// pre-load the timed phase's) and the takeover do.
+func (r role) freshState(keys int) bool {
+	return r == preloadRole || r == takeoverRole || (r == timedRole && keys == 0)
+}
+
+// logLevel is the child's log_level: info where the bench reads kdedup's
+// "state restored" lines (the children started on a group that decided
+// before: with keys to pre-load, all but the pre-load's), warn elsewhere
+// (the timed phase without Options.Keys, as before it existed).
+func (r role) logLevel(keys int) string {
+	if keys > 0 && r != preloadRole {
+		return "info"
+	}
+	return "warn"
 }
 
 // childEnv is this process's environment without KDEDUP_* variables
@@ -105,6 +154,15 @@ func (c *child) stop() error {
 		return fmt.Errorf("after SIGTERM: %s", c.exitReport())
 	}
 	return nil
+}
+
+// activity is the number of lines the child wrote so far; 0 for no
+// child.
+func (c *child) activity() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.restores.activity()
 }
 
 // kill ends the child at once, if it still runs, and waits for it.
@@ -241,26 +299,73 @@ func (t *tail) String() string {
 // kdedupInstance is kdedup's instance_id.
 const kdedupInstance = "bench"
 
+// kdedupSettings are what the bench sets in kdedup's configuration.
+type kdedupSettings struct {
+	brokers          []string
+	stateDir         string
+	changelogTopic   string // "" leaves kdedup's default
+	commitInterval   time.Duration
+	disableChangelog bool
+	// ttl, if not 0, replaces every stream's ttl (see Options.Keys).
+	ttl time.Duration
+	// logLevel is kdedup's log_level; "" is warn.
+	logLevel string
+}
+
 // kdedupConfig is the configuration kdedup runs with: the streams of
-// kdedup's end-to-end tests (e2e.Topics.Config) with the bench's commit
-// interval, log level warn, and `changelog: false` when disabled. Every
-// string is quoted: YAML double-quoted strings are Go's.
-func kdedupConfig(tp *e2e.Topics, brokers []string, stateDir, changelogTopic string, interval time.Duration, disableChangelog bool) string {
+// kdedup's end-to-end tests (e2e.Topics.StreamsYAML) with the bench's
+// commit interval, log level warn (or s.logLevel), every stream's ttl
+// s.ttl if set, and `changelog: false` when disabled. Every string is
+// quoted: YAML double-quoted strings are Go's.
+func kdedupConfig(tp *e2e.Topics, s kdedupSettings) (string, error) {
 	q := strconv.Quote
 	var bs []string
-	for _, br := range brokers {
+	for _, br := range s.brokers {
 		bs = append(bs, q(br))
+	}
+	level := s.logLevel
+	if level == "" {
+		level = "warn"
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "brokers: [%s]\n", strings.Join(bs, ", "))
-	fmt.Fprintf(&b, "group: %s\ninstance_id: %s\nstate_dir: %s\naudit_topic: %s\n", q(tp.Group), kdedupInstance, q(stateDir), q(tp.Audit))
-	if changelogTopic != "" {
-		fmt.Fprintf(&b, "changelog_topic: %s\n", q(changelogTopic))
+	fmt.Fprintf(&b, "group: %s\ninstance_id: %s\nstate_dir: %s\naudit_topic: %s\n", q(tp.Group), kdedupInstance, q(s.stateDir), q(tp.Audit))
+	if s.changelogTopic != "" {
+		fmt.Fprintf(&b, "changelog_topic: %s\n", q(s.changelogTopic))
 	}
-	if disableChangelog {
+	if s.disableChangelog {
 		b.WriteString("changelog: false\n")
 	}
-	fmt.Fprintf(&b, "commit_interval: %v\nlog_level: warn\n", interval)
-	b.WriteString(tp.StreamsYAML())
-	return b.String()
+	fmt.Fprintf(&b, "commit_interval: %v\nlog_level: %s\n", s.commitInterval, level)
+	streams := tp.StreamsYAML()
+	if s.ttl != 0 {
+		var err error
+		if streams, err = withTTL(streams, s.ttl, 2); err != nil {
+			return "", err
+		}
+	}
+	b.WriteString(streams)
+	return b.String(), nil
+}
+
+// streamTTLPrefix starts the ttl line of a stream in
+// e2e.Topics.StreamsYAML.
+const streamTTLPrefix = "    ttl: "
+
+// withTTL returns the streams section yaml with every stream's ttl line
+// set to ttl, and an error unless it holds exactly want of them (the
+// e2e configuration changed shape).
+func withTTL(yaml string, ttl time.Duration, want int) (string, error) {
+	lines := strings.SplitAfter(yaml, "\n")
+	n := 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, streamTTLPrefix) {
+			lines[i] = streamTTLPrefix + ttl.String() + "\n"
+			n++
+		}
+	}
+	if n != want {
+		return "", fmt.Errorf("kdedup configuration: %d stream ttl lines in the streams section, want %d:\n%s", n, want, yaml)
+	}
+	return strings.Join(lines, ""), nil
 }

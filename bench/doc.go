@@ -77,4 +77,42 @@
 // Without /proc (not Linux), CPU and peak RSS are the child's rusage at
 // exit, its latency phase included; Figures.WholeLife says so and Print
 // marks them.
+//
+// # State at scale
+//
+// With Options.Keys (N), kdedup's timed phase runs on a state of N live
+// keys. Before it, in every round, N events with N distinct keys (push
+// events keyed by header and order events keyed by a UUID, alternately,
+// marked bench.phase: preload) are produced into kdedup's inputs,
+// generated one at a time, and a kdedup child on an empty state decides
+// them: the pre-load, whose events/s (from its start until every result
+// is visible), CPU and peak RSS are reported. It stops with SIGTERM and
+// writes its state. The timed phase's workload is then produced and its
+// child started on the same state_dir; restart to deciding is the time
+// from its start until the first result of the timed phase is visible.
+// The raw pipe gets no pre-load.
+//
+// Event times: the pre-load's events lie a millisecond apart and end a
+// minute before the timed phase's first; and every stream runs with one
+// ttl (Report.TTL, whole hours) longer than the round's event-time span
+// by a day, so that no pre-loaded key expires while the round runs (the
+// streams' own ttls of 10 and 20 minutes would retire them, in one burst,
+// within the timed phase's first few thousand events). The timed phase's own
+// keys then stay live too: it runs on N keys and adds its own first-seen
+// ones.
+//
+// With Options.Restore, two more kdedup children follow the pre-load, each
+// measured by a probe event on every partition of every input (a new key,
+// bench.phase: probe) produced right after its start: the takeover, on a
+// deleted state_dir, which restores every partition from the changelog
+// before it decides (from the input with the changelog off), and the
+// restart, on the state the takeover left. To deciding is from the
+// child's start until every probe's result is visible. Their "state
+// restored" log lines (kdedup logs at info for them) give each
+// partition's keys and restore time: restore keys/s is the keys over the
+// longest partition's time. Peak RSS is each child's own, taken when its
+// figures are.
+//
+// Report.PlotPoints turns the figures of every round into the JSON lines
+// the plot tool (package bench/plot) reads.
 package bench

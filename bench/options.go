@@ -47,6 +47,32 @@ type Options struct {
 	// produces events (at half the rate the pipe reached). Default: 5s.
 	LatencyDuration time.Duration
 
+	// Keys, when above 0, measures kdedup with a window of Keys live keys
+	// in its state: before kdedup's timed phase of each round, Keys events
+	// with as many distinct idempotency keys (half push, half order
+	// events, spread over the partitions) are produced, untimed, and
+	// decided by a kdedup child of their own (the pre-load: its rate and
+	// peak RSS are reported), which then stops gracefully; the timed
+	// phase's kdedup starts on that state (its time from start to the
+	// first result visible is reported as restart to deciding). Every
+	// stream then runs with a ttl longer than the run's event-time span
+	// (see the package documentation), so that no key expires during the
+	// run. The raw pipe gets no pre-load. Default: 0, no pre-load; the
+	// streams keep the ttls of kdedup's end-to-end tests.
+	Keys int
+
+	// Restore, with Keys, also measures a takeover after the pre-load:
+	// kdedup stops, its state_dir is deleted, and a fresh kdedup on the
+	// same group restores the state from the changelog (with
+	// DisableChangelog: by replaying the input) before deciding a probe
+	// event on every input partition; then a restart on the state kept,
+	// measured the same way. Reported per round: the time from each
+	// child's start until every probe's result is visible, the keys
+	// restored and the restore's keys/s (from kdedup's "state restored"
+	// log lines), and each child's peak RSS. Default: false. Restore
+	// without Keys is an error.
+	Restore bool
+
 	// DisableChangelog runs kdedup with `changelog: false` in its
 	// configuration: no changelog records in its transactions. Default:
 	// false, kdedup writes its changelog as it does by default. The
@@ -80,7 +106,8 @@ type Options struct {
 	Dir string
 
 	// Out receives progress lines while the bench runs (one or two per
-	// pipe and round). Default: io.Discard.
+	// pipe and round, and a progress bar, or lines every 5 seconds, while
+	// the pre-load is produced and decided). Default: io.Discard.
 	Out io.Writer
 
 	// Log receives the bench's own diagnostics and the embedded broker's
@@ -138,6 +165,12 @@ func (o *Options) Validate() error {
 	}
 	if o.LatencyDuration <= 0 {
 		bad("latency duration %v: want a positive duration", o.LatencyDuration)
+	}
+	if o.Keys < 0 {
+		bad("keys %d: want 0 (no pre-load) or more", o.Keys)
+	}
+	if o.Restore && o.Keys <= 0 {
+		bad("restore needs keys to restore: set keys above 0")
 	}
 	for _, b := range o.Brokers {
 		if host, port, err := net.SplitHostPort(b); err != nil || host == "" || port == "" {

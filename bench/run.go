@@ -80,7 +80,10 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	rep := Report{
 		Events: o.Events, Partitions: o.Partitions, CommitInterval: o.CommitInterval,
 		LatencyDuration: o.LatencyDuration, DisableChangelog: o.DisableChangelog,
-		Brokers: o.Brokers, CPUs: runtime.NumCPU(),
+		Brokers: o.Brokers, CPUs: runtime.NumCPU(), Keys: o.Keys, Restore: o.Restore,
+	}
+	if o.Keys > 0 {
+		rep.TTL = keysTTL(o.Keys, o.Events)
 	}
 	if len(o.Brokers) == 0 {
 		// The broker's errors only: its warnings (a slow EndTxn) are
@@ -105,14 +108,8 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	for round := 1; round <= o.Rounds; round++ {
 		var rd Round
 		for _, k := range []kind{raw, kdedup} {
-			f, err := b.runPipe(ctx, round, k)
-			if err != nil {
+			if err := b.runPipe(ctx, round, k, &rd); err != nil {
 				return rep, fmt.Errorf("bench: round %d, %s: %w", round, k, err)
-			}
-			if k == raw {
-				rd.Raw = f
-			} else {
-				rd.Kdedup = f
 			}
 		}
 		rep.Rounds = append(rep.Rounds, rd)
@@ -232,6 +229,11 @@ type pipeRun struct {
 	// exists.
 	createChangelog bool
 	results         []string
+	// ttl, if not 0, is every stream's (Options.Keys).
+	ttl time.Duration
+	// preloaded and probed count the pre-load's events and the probes
+	// produced.
+	preloaded, probed int
 }
 
 func (b *bencher) newPipeRun(round int, k kind) *pipeRun {
@@ -248,6 +250,9 @@ func (b *bencher) newPipeRun(round int, k kind) *pipeRun {
 		pr.changelog = tp.Prefix + "changelog"
 		pr.createChangelog = !b.o.DisableChangelog
 		pr.results = tp.Decided()
+		if b.o.Keys > 0 {
+			pr.ttl = keysTTL(b.o.Keys, b.o.Events)
+		}
 	}
 	return pr
 }
@@ -258,56 +263,110 @@ func (b *bencher) newPipeRun(round int, k kind) *pipeRun {
 // the latency phase's follow them.
 const eventLag = time.Hour
 
-// runPipe runs one pipe of one round and returns its figures.
-func (b *bencher) runPipe(ctx context.Context, round int, k kind) (Figures, error) {
+// runPipe runs one pipe of one round and puts its figures into rd. With
+// Options.Keys, kdedup's timed phase follows the pre-load (and, with
+// Options.Restore, the takeover and restart) on the same state.
+func (b *bencher) runPipe(ctx context.Context, round int, k kind, rd *Round) error {
 	var f Figures
 	pr := b.newPipeRun(round, k)
 	if err := b.createTopics(ctx, pr); err != nil {
-		return f, err
+		return err
 	}
 	defer b.cleanUp(pr)
+
+	reader, err := newReader(b.conn(), pr.results)
+	if err != nil {
+		return err
+	}
+	rctx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	go reader.run(rctx)
+	defer func() { stopReading(); <-reader.done }()
 
 	n := b.o.Events
 	// Event times end an hour before now (Apache Kafka refuses records
 	// more than an hour ahead of its clock), and the latency phase goes
 	// on from there: its results then measure kdedup in its steady state,
 	// not the burst of retirements a jump of event time would cause.
-	w := pr.tp.NewWorkloadEnding(b.o.Seed, n, time.Now().Add(-eventLag))
+	end := time.Now().Add(-eventLag)
+	scale := k == kdedup && b.o.Keys > 0
+	if scale {
+		lay := newLayout(b.o.Keys, n, end)
+		if err := b.scaleUp(ctx, pr, reader, round, lay, &rd.Scale); err != nil {
+			return err
+		}
+	}
+	w := pr.tp.NewWorkloadEnding(b.o.Seed, n, end)
 	began := time.Now()
 	if err := b.produceWorkload(ctx, w, n); err != nil {
-		return f, err
+		return err
 	}
 	fmt.Fprintf(b.o.Out, "%s: %s events produced in %.1fs\n", pr.label, thousands(float64(n)), time.Since(began).Seconds())
 
-	rd, err := newReader(b.conn(), pr.results)
-	if err != nil {
-		return f, err
-	}
-	rctx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	go rd.run(rctx)
-	defer func() { stopReading(); <-rd.done }()
-
 	start := time.Now()
-	ch, err := b.startChild(pr, round)
+	ch, err := b.startChild(pr, round, timedRole)
 	if err != nil {
-		return f, err
+		return err
 	}
 	defer ch.kill() // a no-op once it exited
 
-	if err := b.throughputPhase(ctx, rd, ch, start, n, &f); err != nil {
-		return f, err
+	if scale {
+		// Restart to deciding: the first result of the timed phase.
+		if _, err := reader.waitFor(ctx, ch, "the first result of the timed phase", func(c counts) bool { return c.bulk >= 1 }); err != nil {
+			return err
+		}
+		rd.Scale.Deciding = time.Since(start)
+		fmt.Fprintf(b.o.Out, "%s: restarted on %s keys: first result %.2fs after the start\n", pr.label, thousands(float64(b.o.Keys)), rd.Scale.Deciding.Seconds())
 	}
-	if err := b.latencyPhase(ctx, rd, ch, pr, w, &f); err != nil {
-		return f, err
+	if err := b.throughputPhase(ctx, reader, ch, start, n, &f); err != nil {
+		return err
+	}
+	if err := b.latencyPhase(ctx, reader, ch, pr, w, &f); err != nil {
+		return err
 	}
 	if err := ch.stop(); err != nil {
-		return f, err
+		return err
 	}
 	if f.WholeLife {
 		f.CPU, f.PeakRSS = ch.rusage()
 	}
-	return f, b.checkResults(ctx, rd, pr, n, &f)
+	if scale {
+		if rd.Scale.Restores, err = ch.restores.result(); err != nil {
+			return fmt.Errorf("%s log: %w", ch.name, err)
+		}
+		if len(rd.Scale.Restores) > 0 {
+			fmt.Fprintf(b.o.Out, "%s: restarted on the state kept, yet %s\n", pr.label, describeRestores(rd.Scale.Restores))
+		}
+	}
+	err = b.checkResults(ctx, reader, pr, n, &f)
+	if k == raw {
+		rd.Raw = f
+	} else {
+		rd.Kdedup = f
+	}
+	return err
+}
+
+// scaleUp pre-loads Options.Keys keys into the state of pr's kdedup and,
+// with Options.Restore, measures a takeover (the state_dir deleted) and a
+// restart (kept) on it. sc receives the figures.
+func (b *bencher) scaleUp(ctx context.Context, pr *pipeRun, rd *reader, round int, lay layout, sc *Scale) error {
+	if err := b.preload(ctx, pr, rd, round, lay, sc); err != nil {
+		return err
+	}
+	if !b.o.Restore {
+		return nil
+	}
+	var err error
+	// The takeover's child deletes the state_dir before it starts
+	// (role.freshState): a new host taking the partitions over.
+	if sc.Takeover, err = b.probeStart(ctx, pr, rd, round, takeoverRole, lay); err != nil {
+		return fmt.Errorf("takeover: %w", err)
+	}
+	if sc.Restart, err = b.probeStart(ctx, pr, rd, round, restartRole, lay); err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	return nil
 }
 
 // throughputPhase waits for the results of the n events produced before
@@ -318,14 +377,20 @@ func (b *bencher) throughputPhase(ctx context.Context, rd *reader, ch *child, st
 		return err
 	}
 	f.Events, f.Elapsed = n, time.Since(start)
-	cpu, hwm, snapErr := procSnapshot(ch.cmd.Process.Pid)
-	if snapErr != nil {
-		b.log.Debug().Err(snapErr).Msg("no /proc snapshot; CPU and peak RSS from rusage at exit")
-		f.WholeLife = true
-	} else {
-		f.CPU, f.PeakRSS = cpu, hwm
-	}
+	b.snapshot(ch, f)
 	return nil
+}
+
+// snapshot puts the running child's CPU time and peak RSS so far (from
+// /proc) into f, or, without /proc, marks f to take them at exit.
+func (b *bencher) snapshot(ch *child, f *Figures) {
+	cpu, hwm, err := procSnapshot(ch.cmd.Process.Pid)
+	if err != nil {
+		b.log.Debug().Err(err).Msg("no /proc snapshot; CPU and peak RSS from rusage at exit")
+		f.WholeLife = true
+		return
+	}
+	f.CPU, f.PeakRSS = cpu, hwm
 }
 
 // latencyPhase produces events of w at half the rate the throughput
@@ -360,9 +425,9 @@ func (b *bencher) checkResults(ctx context.Context, rd *reader, pr *pipeRun, n i
 	if err != nil {
 		return err
 	}
-	if c.bulk != n || c.latency != f.LatencyEvents {
-		return fmt.Errorf("%d results for %d input records of the throughput phase and %d for %d of the latency phase in %s: want exactly one per input record",
-			c.bulk, n, c.latency, f.LatencyEvents, strings.Join(pr.results, ", "))
+	if c.bulk != n || c.latency != f.LatencyEvents || c.preload != pr.preloaded || c.probes != pr.probed {
+		return fmt.Errorf("%d results for %d input records of the throughput phase, %d for %d of the latency phase, %d for %d of the pre-load and %d for %d probes in %s: want exactly one per input record",
+			c.bulk, n, c.latency, f.LatencyEvents, c.preload, pr.preloaded, c.probes, pr.probed, strings.Join(pr.results, ", "))
 	}
 	lat := rd.latencies()
 	f.P50, f.P99 = percentile(lat, 50), percentile(lat, 99)
@@ -433,34 +498,8 @@ func (b *bencher) cleanUp(pr *pipeRun) {
 // produceWorkload sends n events of w and waits until every one is
 // acknowledged.
 func (b *bencher) produceWorkload(ctx context.Context, w *e2e.Workload, n int) error {
-	var mu sync.Mutex
-	var first error
-	failed := func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		return first
-	}
-	for i := 0; i < n; i++ {
-		if i%10_000 == 0 {
-			if err := failed(); err != nil {
-				break
-			}
-		}
-		b.bulk.Produce(ctx, w.Next(), func(_ *kgo.Record, err error) {
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	if err := b.bulk.Flush(ctx); err != nil {
-		return fmt.Errorf("producing the workload: %w", err)
-	}
-	if err := failed(); err != nil {
-		return fmt.Errorf("producing the workload: %w", err)
+	if err := b.produce(ctx, n, w.Next, nil); err != nil {
+		return fmt.Errorf("the workload: %w", err)
 	}
 	return nil
 }
@@ -535,12 +574,17 @@ func (b *bencher) sendSentinels(ctx context.Context, topics []string) error {
 // counts are what a reader has seen.
 type counts struct {
 	// bulk counts results of the throughput phase, latency those of the
-	// latency phase, sentinels the sentinels.
-	bulk, latency, sentinels int
+	// latency phase, preload those of the pre-load, probes those of the
+	// probes, sentinels the sentinels.
+	bulk, latency, preload, probes, sentinels int
 }
 
 func (c counts) String() string {
-	return fmt.Sprintf("%d results of the throughput phase, %d of the latency phase, %d sentinels seen", c.bulk, c.latency, c.sentinels)
+	s := fmt.Sprintf("%d results of the throughput phase, %d of the latency phase", c.bulk, c.latency)
+	if c.preload > 0 || c.probes > 0 {
+		s += fmt.Sprintf(", %d of the pre-load, %d of probes", c.preload, c.probes)
+	}
+	return s + fmt.Sprintf(", %d sentinels seen", c.sentinels)
 }
 
 // reader reads a pipe's result topics under read_committed from their
@@ -580,6 +624,10 @@ func (r *reader) run(ctx context.Context) {
 			case phaseLatency:
 				c.latency++
 				lat = append(lat, now.Sub(sentAt(rec)))
+			case phasePreload:
+				c.preload++
+			case phaseProbe:
+				c.probes++
 			case sentinelHeader:
 				c.sentinels++
 			default:
@@ -595,6 +643,8 @@ func (r *reader) run(ctx context.Context) {
 		r.mu.Lock()
 		r.c.bulk += c.bulk
 		r.c.latency += c.latency
+		r.c.preload += c.preload
+		r.c.probes += c.probes
 		r.c.sentinels += c.sentinels
 		r.lat = append(r.lat, lat...)
 		if lastErr != nil {
@@ -621,8 +671,9 @@ func sentAt(rec *kgo.Record) time.Time {
 	return rec.Timestamp
 }
 
-// phase tells a latency-phase result (phaseLatency) and a sentinel
-// (sentinelHeader) from the rest ("").
+// phase tells a latency-phase result (phaseLatency), a pre-load's
+// (phasePreload), a probe's (phaseProbe) and a sentinel (sentinelHeader)
+// from the rest ("").
 func phase(rec *kgo.Record) string {
 	for _, h := range rec.Headers {
 		switch h.Key {
@@ -645,27 +696,38 @@ func (r *reader) latencies() []time.Duration {
 }
 
 // waitFor waits until cond holds for the counts and returns them. It
-// fails when ctx ends, when ch (if not nil) exits first, or when no
-// record arrives for stallTimeout.
+// fails when ctx ends, when ch (if not nil) exits first, or when for
+// stallTimeout no record arrives and ch writes no log line.
 func (r *reader) waitFor(ctx context.Context, ch *child, what string, cond func(counts) bool) (counts, error) {
+	return r.waitForProgress(ctx, ch, what, cond, nil)
+}
+
+// waitForProgress is waitFor, calling progress (if not nil) with the
+// counts whenever they changed.
+func (r *reader) waitForProgress(ctx context.Context, ch *child, what string, cond func(counts) bool, progress func(counts)) (counts, error) {
 	var exited <-chan struct{}
+	var activity int64
 	if ch != nil {
 		exited = ch.done
+		activity = ch.activity()
 	}
 	stall := time.NewTimer(stallTimeout)
 	defer stall.Stop()
 	for {
 		r.mu.Lock()
 		c, lastErr := r.c, r.lastErr
-		if cond(c) {
-			r.mu.Unlock()
-			return c, nil
-		}
-		if r.changed == nil {
+		met := cond(c)
+		if !met && r.changed == nil {
 			r.changed = make(chan struct{})
 		}
 		changed := r.changed
 		r.mu.Unlock()
+		if progress != nil {
+			progress(c)
+		}
+		if met {
+			return c, nil
+		}
 		select {
 		case <-changed:
 			stall.Reset(stallTimeout)
@@ -674,6 +736,13 @@ func (r *reader) waitFor(ctx context.Context, ch *child, what string, cond func(
 		case <-exited:
 			return c, fmt.Errorf("waiting for %s (%v): %s", what, c, ch.exitReport())
 		case <-stall.C:
+			// A child restoring its state logs its progress, at level
+			// info, every second, and decides nothing until it is done.
+			if a := ch.activity(); a != activity {
+				activity = a
+				stall.Reset(stallTimeout)
+				continue
+			}
 			msg := fmt.Sprintf("waiting for %s: nothing arrived for %v (%v)", what, stallTimeout, c)
 			if lastErr != nil {
 				msg += fmt.Sprintf("; last fetch error: %v", lastErr)

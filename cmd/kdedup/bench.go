@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -35,6 +36,10 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	cpuProfile := fs.String("cpuprofile-kdedup", "", "write kdedup's CPU profile to `FILE` (KDEDUP_CPUPROFILE; each round overwrites it)")
 	fs.StringVar(&o.KdedupBinary, "kdedup-binary", "", "run the kdedup pipe with the kdedup executable `PATH` (another build, to compare; the raw pipe stays this one's)")
 	fs.StringVar(&o.Dir, "dir", "", "keep configurations, logs, state and embedded broker data in `DIR` (default: a temporary directory, removed after)")
+	fs.IntVar(&o.Keys, "keys", 0, "pre-load `N` live keys into kdedup's state before its timed phase (a kdedup child of their own, untimed, then a restart on that state); every stream's ttl then spans the run (default: 0, none)")
+	fs.BoolVar(&o.Restore, "restore", false, "with --keys: also time a takeover (state_dir deleted, state restored from the changelog) and a restart (state kept) until a probe on every partition is decided")
+	record := fs.String("record", "", "append the results to `FILE` as JSON lines, one per round and figure, for the plot tool (default: none)")
+	series := fs.String("series", "", "with --record: the series `NAME` of the points (default: \"embedded broker\", or \"Apache Kafka\" with --brokers)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: kdedup bench [flags]
 
@@ -43,6 +48,11 @@ other, each as a child process over the same generated workload on the
 same broker, and prints per round and as medians: events/s, events per
 CPU-second of the process, p50/p99 latency (input append -> visible under
 read_committed) and peak RSS, and kdedup's ratios to the raw pipe.
+
+With --keys N, kdedup's timed phase runs on a state of N live keys,
+pre-loaded by a kdedup of their own; the report adds the pre-load's rate,
+each kdedup child's peak RSS and the restart's time to deciding, and with
+--restore a takeover's restore keys/s and time to deciding.
 
 `)
 		fs.PrintDefaults()
@@ -64,10 +74,26 @@ read_committed) and peak RSS, and kdedup's ratios to the raw pipe.
 	if *cpuProfile != "" {
 		o.KdedupEnv = append(o.KdedupEnv, cpuProfileEnv+"="+*cpuProfile)
 	}
-	if err := o.Validate(); err != nil {
+	err := o.Validate()
+	if *series != "" && *record == "" {
+		err = errors.Join(err, errors.New("bench: --series names the points of --record: give --record FILE"))
+	}
+	if err != nil {
 		// One line per problem, each "bench: ...".
 		fmt.Fprintf(stderr, "kdedup %s\n", strings.ReplaceAll(err.Error(), "\n", "\nkdedup "))
 		return 2
+	}
+	var recordFile *os.File
+	if *record != "" {
+		// Opened before the run, so that a run of hours does not end in
+		// a file it cannot write.
+		f, err := os.OpenFile(*record, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			fmt.Fprintf(stderr, "kdedup bench: --record: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		recordFile = f
 	}
 	o.Out = stderr
 	o.Log = zerolog.New(stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
@@ -77,11 +103,28 @@ read_committed) and peak RSS, and kdedup's ratios to the raw pipe.
 	if err == nil {
 		err = rep.Print(stdout)
 	}
+	if err == nil && recordFile != nil {
+		err = recordPoints(recordFile, rep, *series, append([]string{os.Args[0], "bench"}, args...))
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "kdedup %v\n", err) // "bench: ..."
 		return 1
 	}
 	return 0
+}
+
+// recordPoints appends rep's plot points to f (--record): series as
+// given or the report's, the command line as typed (cmdline: the program
+// and its arguments), this machine, the time now.
+func recordPoints(f *os.File, rep bench.Report, series string, cmdline []string) error {
+	pts := rep.PlotPoints(bench.PlotMeta{Series: series, Command: bench.CommandLine(cmdline), Machine: bench.Machine(), At: time.Now()})
+	if err := bench.WritePlotPoints(f, pts); err != nil {
+		return fmt.Errorf("bench: --record %s: %w", f.Name(), err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("bench: --record %s: %w", f.Name(), err)
+	}
+	return nil
 }
 
 // pipeShutdownLimit bounds bench-pipe's stop after SIGTERM, below the 30s
