@@ -7,9 +7,22 @@ func CheckIndex(p *Partition) error {
 	if err := p.Flush(); err != nil {
 		return err
 	}
+	p.adoptIndex(true)
 	return p.checkIndex()
+}
+
+// HoldIndexBuilds makes the key index builds of s started from now on
+// wait, before they scan, until release is called.
+func HoldIndexBuilds(s *Store) (release func()) {
+	gate := make(chan struct{})
+	s.buildGate = gate
+	return func() { close(gate); s.buildGate = nil }
 }
 
 // IndexStale reports whether p's key index is stale (not consulted until
 // rebuilt).
 func IndexStale(p *Partition) bool { return p.stale }
+
+// IndexLess reports whether p does without a key index (its store's
+// Options.IndexMemory had no room for it).
+func IndexLess(p *Partition) bool { return p.noIndex }

@@ -17,7 +17,8 @@ import (
 // count per 64-bit prefix with the key index's. A stale index claims
 // nothing (it is not consulted) and passes.
 func (p *Partition) checkIndex() error {
-	if p.stale {
+	p.adoptIndex(true)
+	if p.stale || p.noIndex {
 		return nil
 	}
 	lower := append(append([]byte(nil), p.prefix...), kindEntry)
@@ -243,6 +244,7 @@ func TestIndexCounters(t *testing.T) {
 	s := openMem(t, vfs.NewMem())
 	defer s.Close()
 	p, _ := s.OpenPartition("push-events", 0, time.Hour)
+	p.adoptIndex(true) // built on a goroutine: until then lookups read Pebble
 	b := p.NewBatch()
 	if _, ok, _ := b.Get(hashOf(1)); ok {
 		t.Fatal("found")
@@ -343,4 +345,139 @@ func BenchmarkIndex(b *testing.B) {
 		})
 		runtime.KeepAlive(x)
 	})
+}
+
+// TestIndexBuildDeltas: a partition opens without waiting for its key
+// index; until the build is adopted lookups read Pebble, and what is
+// committed meanwhile is applied to the built index when it is.
+func TestIndexBuildDeltas(t *testing.T) {
+	s := openMem(t, vfs.NewMem())
+	defer s.Close()
+	p, err := s.OpenPartition("push-events", 0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := p.NewBatch()
+	for i := 0; i < 2000; i++ {
+		putNewT(t, b, i)
+	}
+	if err := b.Commit(1, 0); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	release := HoldIndexBuilds(s)
+	if p, err = s.OpenPartition("push-events", 0, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if p.IndexReady() {
+		t.Fatal("index ready while its build is held")
+	}
+	// While it builds: delete 0-99, store 2000-2199, with lookups.
+	b = p.NewBatch()
+	for i := 0; i < 100; i++ {
+		if _, ok, err := b.Get(hashOf(i)); !ok || err != nil {
+			t.Fatalf("Get(%d) while building = %v, %v", i, ok, err)
+		}
+		if err := b.Delete(hashOf(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 2000; i < 2200; i++ {
+		putNewT(t, b, i)
+	}
+	if err := b.CommitAsync(2, 0); err != nil {
+		t.Fatal(err)
+	}
+	if p.IndexMisses() != 0 {
+		t.Fatalf("%d lookups answered by an index being built", p.IndexMisses())
+	}
+	release()
+	p.adoptIndex(true)
+	if !p.IndexReady() {
+		t.Fatal("index not ready after its build")
+	}
+	if got := p.index.keys(); got != 2100 {
+		t.Fatalf("the adopted index counts %d keys, want 2100", got)
+	}
+	if err := p.Flush(); err != nil { // checkIndex reads Pebble
+		t.Fatal(err)
+	}
+	if err := p.checkIndex(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := p.Get(hashOf(5)); ok || err != nil || p.IndexMisses() != 1 {
+		t.Fatalf("Get of a deleted key = %v, %v with %d index misses; want absent, answered by the index", ok, err, p.IndexMisses())
+	}
+}
+
+// putNewT stores key i in b after a lookup that misses.
+func putNewT(t *testing.T, b *Batch, i int) {
+	t.Helper()
+	if _, ok, err := b.Get(hashOf(i)); ok || err != nil {
+		t.Fatalf("key %d: stored %v, %v", i, ok, err)
+	}
+	if err := b.Put(hashOf(i), entryAt(int64(i), time.Hour, int64(i))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestIndexBudget: partitions share Options.IndexMemory; one whose index
+// would pass it does without (lookups read Pebble), and decides the same.
+func TestIndexBudget(t *testing.T) {
+	// Room for one index of 2,000 keys (4,096 slots), not two.
+	s, err := Open("db", Options{FS: vfs.NewMem(), IndexMemory: 5000 * 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var parts []*Partition
+	for n := int32(0); n < 2; n++ {
+		p, err := s.OpenPartition("push-events", n, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.adoptIndex(true)
+		b := p.NewBatch()
+		for i := 0; i < 2000; i++ {
+			putNewT(t, b, i)
+		}
+		if err := b.Commit(1, 0); err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, p)
+	}
+	if !parts[0].IndexReady() || parts[0].IndexBytes() == 0 {
+		t.Fatalf("partition 0: index ready %v, %d bytes; want an index", parts[0].IndexReady(), parts[0].IndexBytes())
+	}
+	if parts[1].IndexReady() || parts[1].IndexBytes() != 0 {
+		t.Fatalf("partition 1: index ready %v, %d bytes; want none, the budget spent", parts[1].IndexReady(), parts[1].IndexBytes())
+	}
+	if got, want := s.IndexBytes(), parts[0].IndexBytes(); got != want || got > 5000*8 {
+		t.Fatalf("store charged %d bytes, want partition 0's %d, within the budget", got, want)
+	}
+	for _, p := range parts {
+		for _, i := range []int{5, 1999, 2500} {
+			if _, ok, err := p.Get(hashOf(i)); err != nil || ok != (i < 2000) {
+				t.Fatalf("partition %d: Get(%d) = %v, %v", p.Number(), i, ok, err)
+			}
+		}
+	}
+	// Closing partition 0 gives its budget back: partition 1, reopened,
+	// has an index again.
+	parts[0].Close()
+	parts[1].Close()
+	if s.IndexBytes() != 0 {
+		t.Fatalf("%d bytes charged with no partition open", s.IndexBytes())
+	}
+	p, err := s.OpenPartition("push-events", 1, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.adoptIndex(true)
+	if !p.IndexReady() {
+		t.Fatal("partition 1 reopened alone has no index")
+	}
+	if err := p.checkIndex(); err != nil {
+		t.Fatal(err)
+	}
 }

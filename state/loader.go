@@ -134,7 +134,8 @@ func (p *Partition) NewLoader(bufferBytes int) (*Loader, error) {
 	if err := p.Flush(); err != nil {
 		return nil, fmt.Errorf("loading state of %s/%d: %w", p.topic, p.partition, err)
 	}
-	if p.stale {
+	p.adoptIndex(true)
+	if p.stale && !p.noIndex {
 		// A blind batch left the index stale: a Loader keeps it exact
 		// from here, so it starts from a counted one.
 		if _, err := p.CountKeys(); err != nil {
@@ -249,13 +250,16 @@ func (l *Loader) Wait() error {
 		l.err = fmt.Errorf("%w: %w", ErrLoaderDone, res.err)
 		return fmt.Errorf("loading state of %s/%d: %w", p.topic, p.partition, res.err)
 	}
-	for _, x := range res.removed {
-		if !p.index.remove(x) {
-			p.stale = true // lost track: never guess (NewBatch rebuilds)
+	if !p.noIndex {
+		for _, x := range res.removed {
+			if !p.index.remove(x) {
+				p.stale = true // lost track: never guess (NewBatch rebuilds)
+			}
 		}
-	}
-	for _, x := range res.added {
-		p.index.add(x)
+		for _, x := range res.added {
+			p.index.add(x)
+		}
+		p.recharge()
 	}
 	p.stamp, p.pebbleStamp = res.stamp, res.stamp
 	p.gen++
@@ -360,7 +364,7 @@ func sortByHash(recs, tmp []loadRec) []loadRec {
 // stored reports whether h is stored: the index answers for most keys,
 // Pebble for those whose prefix it holds.
 func (l *Loader) stored(buf *loadBuf, h *dedup.Hash) (bool, error) {
-	if !l.p.index.has(prefixOf(h)) {
+	if l.p.index != nil && !l.p.stale && !l.p.index.has(prefixOf(h)) {
 		return false, nil
 	}
 	buf.key = appendEntryKey(buf.key[:0], l.p.prefix, *h)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -56,8 +57,13 @@ type Partition struct {
 	closed    bool
 	key       []byte // scratch for point lookups
 
-	index *keyIndex
-	stale bool // the index is not exact: rebuild before use
+	index    *keyIndex
+	stale    bool        // the index is not exact: rebuild before use
+	building *indexBuild // the index being built, nil if none; index is nil then
+	// noIndex: the store's index budget left no room for this
+	// partition's index: lookups read Pebble until it is reopened.
+	noIndex     bool
+	indexCharge int64 // bytes charged to the store's index budget
 	// gen counts Commits; a batch whose Commit finds it moved since the
 	// batch began (two batches open at once, which callers must not do)
 	// cannot trust its existence flags, and marks the index stale.
@@ -94,6 +100,8 @@ func (p *Partition) Close() {
 	// A failed write leaves Pebble's stamp behind the lost changes, which
 	// the next open reads and the runtime restores: nothing to do here.
 	_ = p.Flush()
+	p.stopBuild()
+	p.release()
 	p.store.mu.Lock()
 	defer p.store.mu.Unlock()
 	if !p.closed {
@@ -134,7 +142,7 @@ func (p *Partition) Get(h dedup.Hash) (dedup.Entry, bool, error) {
 	if e, ok, known := p.applying.get(h); known {
 		return e, ok, nil
 	}
-	if !p.stale && !p.index.has(prefixOf(&h)) {
+	if p.indexed() && !p.index.has(prefixOf(&h)) {
 		p.indexAbsent++
 		return dedup.Entry{}, false, nil
 	}
@@ -168,14 +176,17 @@ func (p *Partition) IndexHits() uint64 { return p.indexPresent }
 // dedup.State: reads see the batch's own Puts first, then the committed
 // state.
 func (p *Partition) NewBatch() *Batch {
-	if p.stale && !p.closed {
-		// After blind batches without CountKeys. The scan reads Pebble,
-		// so what is in memory goes there first. If that fails, the
-		// failure stays pending (Wait) and fails the batch's Retire or
-		// commit; the index stays stale, and lookups read Pebble.
+	p.adoptIndex(false)
+	if p.stale && !p.noIndex && !p.closed {
+		// After blind batches without CountKeys, or a failed build: a
+		// build begun before is of no use. The scan reads Pebble, so
+		// what is in memory goes there first. If that fails, the failure
+		// stays pending (Wait) and fails the batch's Retire or commit;
+		// the index stays stale, and lookups read Pebble.
+		p.stopBuild()
 		if p.writeAll() == nil {
-			if x, _, err := p.scanEntries(); err == nil {
-				p.index, p.stale = x, false
+			if err := p.buildIndex(); err == nil {
+				p.stale = false
 			}
 		}
 	}
@@ -200,23 +211,40 @@ func (p *Partition) NewBlindBatch() *Batch {
 // scanEntries reads every stored key of the keyspace (keys only: the hash
 // is in the key) and returns their index and count.
 func (p *Partition) scanEntries() (*keyIndex, int64, error) {
-	lower := append(append([]byte(nil), p.prefix...), kindEntry)
-	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	it, err := p.entryIter()
 	if err != nil {
 		return nil, 0, err
 	}
-	x := newKeyIndex(int(max(p.stamp.Keys, 0)))
+	return scanIndex(it, len(p.prefix)+1, int(max(p.stamp.Keys, 0)), nil)
+}
+
+// entryIter returns an iterator over the keyspace's entries: what Pebble
+// holds at the call, whatever is written after.
+func (p *Partition) entryIter() (*pebble.Iterator, error) {
+	lower := append(append([]byte(nil), p.prefix...), kindEntry)
+	return p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+}
+
+// scanIndex indexes the entries of it, whose keys are the hash after
+// skip bytes, sized for about hint keys, and closes it. It stops early
+// with errBuildStopped when stop is set.
+func scanIndex(it *pebble.Iterator, skip, hint int, stop *atomic.Bool) (*keyIndex, int64, error) {
+	x := newKeyIndex(hint)
 	var n int64
 	var h dedup.Hash
 	for valid := it.First(); valid; valid = it.Next() {
 		k := it.Key()
-		if len(k) != len(lower)+len(h) {
+		if len(k) != skip+len(h) {
 			it.Close()
 			return nil, 0, fmt.Errorf("%w: entry key %x", ErrCorrupt, k)
 		}
-		copy(h[:], k[len(lower):])
+		copy(h[:], k[skip:])
 		x.add(prefixOf(&h))
 		n++
+		if n%(1<<16) == 0 && stop != nil && stop.Load() {
+			it.Close()
+			return nil, 0, errBuildStopped
+		}
 	}
 	if err := it.Error(); err != nil {
 		it.Close()
@@ -226,6 +254,152 @@ func (p *Partition) scanEntries() (*keyIndex, int64, error) {
 		return nil, 0, err
 	}
 	return x, n, nil
+}
+
+var errBuildStopped = errors.New("state: key index build stopped")
+
+// indexBuild is a key index being built by a scan of Pebble on a
+// goroutine of its own, so that opening a partition of many keys does not
+// wait for it (about 0.15 s per million keys): until the index is
+// adopted, lookups read Pebble, whose bloom filters answer most of them.
+// The scan sees Pebble as it was when the build began, which held every
+// stored key then (buildIndex writes memory to Pebble first); the
+// partition's goroutine records the changes committed since in deltas,
+// and applies them, in order, when it adopts the index (adoptIndex).
+//
+// done is closed when the scan ends, with index or err set; stop asks it
+// to end early. deltas belong to the partition's goroutine.
+type indexBuild struct {
+	done   chan struct{}
+	stop   atomic.Bool
+	index  *keyIndex
+	err    error
+	deltas []indexDelta
+}
+
+// indexDelta is a change of the stored keys since a build began.
+type indexDelta struct {
+	prefix uint64
+	add    bool // stored; else deleted
+}
+
+// buildIndex starts building the key index from Pebble, which must hold
+// every stored key (nothing in memory).
+func (p *Partition) buildIndex() error {
+	p.release()
+	if !p.store.chargeIndex(int64(slotsFor(int(max(p.stamp.Keys, 0)))) * 8) {
+		p.withoutIndex()
+		return nil
+	}
+	p.indexCharge = int64(slotsFor(int(max(p.stamp.Keys, 0)))) * 8
+	it, err := p.entryIter()
+	if err != nil {
+		p.release()
+		return err
+	}
+	b := &indexBuild{done: make(chan struct{})}
+	skip, hint, gate := len(p.prefix)+1, int(max(p.stamp.Keys, 0)), p.store.buildGate
+	go func() {
+		defer close(b.done)
+		if gate != nil {
+			<-gate // tests: builds wait (HoldIndexBuilds)
+		}
+		b.index, _, b.err = scanIndex(it, skip, hint, &b.stop)
+	}()
+	p.index, p.building = nil, b
+	return nil
+}
+
+// adoptIndex makes the index being built the partition's, once its scan
+// has ended (or, with wait, after waiting for it), with the changes
+// committed since applied. A build that failed, or during which the index
+// went stale, leaves the index stale: NewBatch builds it again.
+func (p *Partition) adoptIndex(wait bool) {
+	b := p.building
+	if b == nil {
+		return
+	}
+	if wait {
+		<-b.done
+	} else {
+		select {
+		case <-b.done:
+		default:
+			return
+		}
+	}
+	p.building = nil
+	if b.err != nil || p.stale {
+		p.stale = true
+		return
+	}
+	for _, d := range b.deltas {
+		if d.add {
+			b.index.add(d.prefix)
+		} else if !b.index.remove(d.prefix) {
+			p.stale = true // lost track: never guess
+			return
+		}
+	}
+	p.index = b.index
+	p.recharge()
+}
+
+// recharge charges the store's index budget with what the index now
+// takes; past the budget, the partition does without an index.
+func (p *Partition) recharge() {
+	if p.index == nil {
+		return
+	}
+	n := p.index.bytes()
+	switch {
+	case n > p.indexCharge && !p.store.chargeIndex(n-p.indexCharge):
+		p.withoutIndex()
+	case n != p.indexCharge:
+		if n < p.indexCharge {
+			p.store.indexBytes.Add(n - p.indexCharge)
+		}
+		p.indexCharge = n
+	}
+}
+
+// release gives back what the index was charged.
+func (p *Partition) release() {
+	p.store.indexBytes.Add(-p.indexCharge)
+	p.indexCharge = 0
+}
+
+// withoutIndex drops the index for good: the store's index budget has
+// no room for it (Options.IndexMemory).
+func (p *Partition) withoutIndex() {
+	p.release()
+	p.index, p.noIndex, p.stale = nil, true, false
+}
+
+// IndexBytes returns the memory the partition's key index takes; 0
+// without one.
+func (p *Partition) IndexBytes() int64 { return p.indexCharge }
+
+// stopBuild ends the build of the index, if any, without adopting it.
+func (p *Partition) stopBuild() {
+	if b := p.building; b != nil {
+		b.stop.Store(true)
+		<-b.done
+		p.building = nil
+		p.stale = true
+	}
+}
+
+// indexed reports whether lookups may consult the index: there is one,
+// built, and exact.
+func (p *Partition) indexed() bool { return p.building == nil && !p.stale && !p.noIndex }
+
+// IndexReady reports whether the key index answers lookups (it is built
+// and exact), adopting a build that has ended. Until then lookups read
+// Pebble.
+func (p *Partition) IndexReady() bool {
+	p.adoptIndex(false)
+	return p.indexed()
 }
 
 // CountKeys counts the stored keys (one pass over the keyspace's entries)
@@ -238,11 +412,15 @@ func (p *Partition) CountKeys() (int64, error) {
 	if err := p.check(); err != nil {
 		return 0, err
 	}
+	p.stopBuild()
 	x, n, err := p.scanEntries()
 	if err != nil {
 		return 0, fmt.Errorf("counting keys of %s/%d: %w", p.topic, p.partition, err)
 	}
-	p.index, p.stale = x, false
+	if !p.noIndex {
+		p.index, p.stale = x, false
+		p.recharge()
+	}
 	st := p.stamp
 	st.Keys = n
 	if err := p.db.Set(stampKey(p.prefix), appendStamp(nil, st), pebble.NoSync); err != nil {
@@ -549,11 +727,23 @@ func (b *Batch) CommitAsync(input, changelog int64) error {
 func (p *Partition) updateIndex(b *Batch) {
 	gen := p.gen
 	p.gen++
-	if p.stale || len(b.puts)+len(b.dels) == 0 {
+	if p.stale || p.noIndex || len(b.puts)+len(b.dels) == 0 {
 		return
 	}
 	if b.blind || b.gen != gen {
 		p.stale = true
+		return
+	}
+	if bl := p.building; bl != nil {
+		// Applied when the index being built is adopted.
+		for h := range b.dels {
+			bl.deltas = append(bl.deltas, indexDelta{prefix: prefixOf(&h)})
+		}
+		for h, pu := range b.puts {
+			if !pu.existed {
+				bl.deltas = append(bl.deltas, indexDelta{prefix: prefixOf(&h), add: true})
+			}
+		}
 		return
 	}
 	for h := range b.dels {
@@ -567,6 +757,7 @@ func (p *Partition) updateIndex(b *Batch) {
 			p.index.add(prefixOf(&h))
 		}
 	}
+	p.recharge()
 }
 
 // Collect deletes up to limit retired keys: those whose expiry + lateness
