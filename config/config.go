@@ -145,13 +145,21 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 // Reveal returns the secret itself, for the one place that uses it.
 func (s Secret) Reveal() string { return string(s) }
 
-// StateOptions size the Pebble store. Both are shared by every partition of
-// the instance.
+// StateOptions size the Pebble store and the memory of the process. All
+// are shared by every partition of the instance.
 type StateOptions struct {
 	// CacheSize is the block cache size. Default: 64MiB.
 	CacheSize ByteSize `yaml:"cache_size"`
 	// MemtableSize is the size of one memtable. Default: 16MiB.
 	MemtableSize ByteSize `yaml:"memtable_size"`
+	// Memory is the memory the process may take. It sets Go's memory
+	// limit (GOMEMLIMIT, unless that is set in the environment), bounds
+	// the in-memory key indexes of all partitions together to 3/8 of it
+	// (past that, a partition's lookups of new keys read Pebble's bloom
+	// filters: slower, no more memory), and sizes a restore's buffers
+	// (1/16 of it, at most 64MiB each). Default: 1GiB, which holds 100M
+	// live keys (measured in BENCHMARKS.md). At least 128MiB.
+	Memory ByteSize `yaml:"memory"`
 }
 
 // Stream is one input topic deduplicated into one output topic.

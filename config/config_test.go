@@ -132,7 +132,7 @@ func TestGoodFiles(t *testing.T) {
 			CommitInterval: Duration(100 * time.Millisecond),
 			AdminAddr:      "127.0.0.1:8080",
 			LogLevel:       "info",
-			State:          StateOptions{CacheSize: 64 << 20, MemtableSize: 16 << 20},
+			State:          StateOptions{CacheSize: 64 << 20, MemtableSize: 16 << 20, Memory: 1 << 30},
 			Streams: []Stream{
 				{
 					Name:     "push",
@@ -182,7 +182,7 @@ func TestGoodFiles(t *testing.T) {
 			CommitInterval: Duration(100 * time.Millisecond),
 			AdminAddr:      "", // disabled
 			LogLevel:       "info",
-			State:          StateOptions{CacheSize: 64 << 20, MemtableSize: 16 << 20},
+			State:          StateOptions{CacheSize: 64 << 20, MemtableSize: 16 << 20, Memory: 1 << 30},
 			Streams: []Stream{{
 				Name:         "push",
 				Input:        "push-events",
@@ -273,7 +273,7 @@ func TestGoodFiles(t *testing.T) {
 		if c.Guarantee != AtLeastOnce || c.CommitInterval != Duration(250*time.Millisecond) || c.AdminAddr != "" {
 			t.Errorf("guarantee, commit_interval, admin_addr = %q, %v, %q", c.Guarantee, c.CommitInterval, c.AdminAddr)
 		}
-		if c.State.CacheSize != 1<<30 || c.State.MemtableSize != 8_000_000 {
+		if c.State.CacheSize != 1<<30 || c.State.MemtableSize != 8_000_000 || c.State.Memory != 4<<30 {
 			t.Errorf("state = %+v", c.State)
 		}
 		if len(c.Streams) != 3 {
@@ -336,6 +336,7 @@ func TestValidateWithoutDefaults(t *testing.T) {
 		`log_level: must be debug, info, warn or error, got ""`,
 		"state.cache_size: must be greater than 0",
 		"state.memtable_size: must be greater than 0",
+		"state.memory: must be at least 128MiB",
 		"streams[0].name: is required",
 		"streams[0].input: is required",
 		"streams[0].output: is required",

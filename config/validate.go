@@ -18,6 +18,8 @@ const (
 	defaultCommitInterval = Duration(100 * time.Millisecond)
 	defaultCacheSize      = ByteSize(64 << 20)
 	defaultMemtableSize   = ByteSize(16 << 20)
+	defaultMemory         = ByteSize(1 << 30)
+	minMemory             = ByteSize(128 << 20)
 	changelogSuffix       = ".changelog"   // changelog_topic is <group> + changelogSuffix
 	outputSuffix          = ".deduped"     // a stream's output is <input> + outputSuffix
 	repartitionSuffix     = ".repartition" // a stream's repartition topic is <group>.<name> + repartitionSuffix
@@ -27,7 +29,8 @@ const (
 // "kdedup", instance_id the host name ("kdedup-1" when that is
 // unknown), state_dir "./data", audit_topic "dedup.audit", changelog_topic
 // "<group>.changelog", guarantee exactly_once, commit_interval 100ms,
-// state.cache_size 64MiB, state.memtable_size 16MiB, and in every stream
+// state.cache_size 64MiB, state.memtable_size 16MiB, state.memory 1GiB,
+// and in every stream
 // output "<input>.deduped" (when input is set), ttl_mode fixed, key_format
 // any, lateness the stream's ttl (when lateness is omitted) and, with
 // repartition, repartition_topic "<group>.<name>.repartition"; it
@@ -73,6 +76,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.State.MemtableSize == 0 {
 		c.State.MemtableSize = defaultMemtableSize
+	}
+	if c.State.Memory == 0 {
+		c.State.Memory = defaultMemory
 	}
 	for i := range c.Streams {
 		s := &c.Streams[i]
@@ -276,6 +282,9 @@ func (c *Config) problems() []Problem {
 	}
 	if c.State.MemtableSize <= 0 {
 		add("state.memtable_size", "must be greater than 0")
+	}
+	if c.State.Memory < minMemory {
+		add("state.memory", "must be at least 128MiB")
 	}
 
 	if len(c.Streams) == 0 {

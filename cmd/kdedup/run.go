@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -131,9 +132,19 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		plan.Streams = append(plan.Streams, producer.StreamTopics{Input: s.Input, Output: s.Output, Repartition: s.RepartitionTopic})
 	}
 
+	mem := memoryPlan(cfg.State, os.Getenv("GOMEMLIMIT") != "")
+	if mem.goLimit > 0 {
+		debug.SetMemoryLimit(mem.goLimit)
+	}
+	log.Info().Int64("memory", int64(cfg.State.Memory)).Int64("go_memory_limit", debug.SetMemoryLimit(-1)).
+		Int64("index_memory", mem.index).Int("restore_buffer", mem.restoreBuffer).Msg("memory budget")
+	if int64(cfg.State.CacheSize)+2*int64(cfg.State.MemtableSize) > int64(cfg.State.Memory)/2 {
+		log.Warn().Msg("state.cache_size and two memtables take more than half of state.memory: the key indexes and the Kafka clients may not fit in what is left")
+	}
 	store, err := state.Open(filepath.Join(cfg.StateDir, "state"), state.Options{
 		CacheSize:    int64(cfg.State.CacheSize),
 		MemtableSize: uint64(cfg.State.MemtableSize),
+		IndexMemory:  mem.index,
 		Logger:       log,
 	})
 	if err != nil {
@@ -199,6 +210,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		Observer:       metrics,
 		Limits:         limits,
 		ClientOpts:     secure,
+		RestoreBuffer:  mem.restoreBuffer,
 	})
 	if err != nil {
 		return err
@@ -228,4 +240,27 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 	}
 	log.Info().Str("group", cfg.Group).Str("instance_id", cfg.InstanceID).Str("guarantee", cfg.Guarantee).Msg("processing")
 	return proc.Run(ctx)
+}
+
+// memoryBudget is how kdedup run shares state.memory out.
+type memoryBudget struct {
+	goLimit       int64 // Go's memory limit to set; 0: leave it (GOMEMLIMIT is set)
+	index         int64 // state.Options.IndexMemory
+	restoreBuffer int   // consumer.Options.RestoreBuffer
+}
+
+// memoryPlan shares st.Memory out: all of it is Go's memory limit (the
+// garbage collector works harder as the heap nears it, rather than the
+// process passing it), unless GOMEMLIMIT is set (envLimit), which then
+// wins; 3/8 the key indexes of all partitions; 1/16, at most 64 MiB and
+// at least 4 MiB, each of a restore's two buffers. The rest is the block
+// cache and memtables (their own settings), the write-back of committed
+// changes, and the Kafka clients' buffers.
+func memoryPlan(st config.StateOptions, envLimit bool) memoryBudget {
+	m := int64(st.Memory)
+	b := memoryBudget{index: m / 8 * 3, restoreBuffer: int(min(max(m/16, 4<<20), 64<<20))}
+	if !envLimit {
+		b.goLimit = m
+	}
+	return b
 }
