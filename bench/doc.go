@@ -110,7 +110,7 @@
 // child's start until every probe's result is visible. Their "state
 // restored" log lines (kdedup logs at info for them) give each
 // partition's keys and restore time: restore keys/s is the keys over the
-// longest partition's time. Peak RSS is each child's own, taken when its
+// partitions' times summed (they restore one after another). Peak RSS is each child's own, taken when its
 // figures are.
 //
 // Report.PlotPoints turns the figures of every round into the JSON lines

@@ -148,13 +148,13 @@ func (p Probe) RestoreTime() time.Duration {
 	return d
 }
 
-// KeysPerSecond is the restore's rate: Keys over Longest; 0 without a
-// restore.
+// KeysPerSecond is the restore's rate: Keys over RestoreTime, since
+// kdedup restores one partition after another; 0 without a restore.
 func (p Probe) KeysPerSecond() float64 {
-	if p.Longest() <= 0 {
+	if p.RestoreTime() <= 0 {
 		return 0
 	}
-	return float64(p.Keys()) / p.Longest().Seconds()
+	return float64(p.Keys()) / p.RestoreTime().Seconds()
 }
 
 // Ratio is kdedup's events/s over the raw pipe's in this round; 0 when
@@ -463,7 +463,7 @@ func (r Report) printScale(b *strings.Builder, m Medians) (marked bool) {
 			from = "the input, replayed (changelog off)"
 		}
 		fmt.Fprintf(b, "  or of a probe on every input partition (takeover: state_dir deleted, state restored from %s; restart: state_dir kept)\n", from)
-		fmt.Fprintln(b, `restore keys/s: keys restored (kdedup's "state restored" lines) over the longest partition's restore; partitions restore one after another`)
+		fmt.Fprintln(b, `restore keys/s: keys restored (kdedup's "state restored" lines) over the partitions' restore times summed: they restore one after another`)
 	}
 	var keptRestores, keptRecords int64
 	for _, rd := range r.Rounds {
