@@ -423,6 +423,7 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, rr *kgo
 	if st.batch == nil {
 		st.batch = st.part.NewBatch()
 		st.clNext.Store(0)
+		st.clock = st.seek.next(time.Now())
 	}
 	d, err := st.eng.Decide(st.batch, record(r, &st.hdrs))
 	if err != nil {
@@ -431,17 +432,18 @@ func (p *Processor) decide(ctx context.Context, c client, st *partState, rr *kgo
 	st.next = rr.Offset + 1
 	if d.Stored {
 		k, v := state.EntryChange(st.tp.topic, st.tp.partition, d.Hash, &d.Entry)
-		p.changelog(ctx, c, st, k, v)
+		p.changelog(ctx, c, st, k, v, nil)
 	}
 	p.w.Decided(ctx, c, &st.s.out, producer.Coord{Topic: st.tp.topic, Partition: st.tp.partition, Offset: rr.Offset}, r, &d)
 	return d.Reason, nil
 }
 
 // changelog produces a changelog record of st's state in the open
-// transaction (nothing without a changelog: Processor.changelogs); the
-// broker's offset raises st.clNext.
-func (p *Processor) changelog(ctx context.Context, c client, st *partState, key, value []byte) {
-	p.w.Changelog(ctx, c, st.tp.topic, st.tp.partition, key, value, st.changelogWritten)
+// transaction (nothing without a changelog: Processor.changelogs), with the
+// transaction's clock as its timestamp (seek.go); the broker's offset
+// raises st.clNext.
+func (p *Processor) changelog(ctx context.Context, c client, st *partState, key, value []byte, hs []kgo.RecordHeader) {
+	p.w.Changelog(ctx, c, st.tp.topic, st.tp.partition, key, value, st.clock, hs, st.changelogWritten)
 }
 
 // changelogWritten raises clNext to next, the offset after a changelog
@@ -463,13 +465,14 @@ func (st *partState) changelogWritten(next int64) {
 func (p *Processor) finishChanges(ctx context.Context, c client) error {
 	return p.eachBatch(func(st *partState) error {
 		_, _, err := st.batch.Retire(p.opts.RetireLimit, func(h dedup.Hash) {
-			p.changelog(ctx, c, st, state.Tombstone(st.tp.topic, st.tp.partition, h), nil)
+			p.changelog(ctx, c, st, state.Tombstone(st.tp.topic, st.tp.partition, h), nil, nil)
 		})
 		if err != nil {
 			return fmt.Errorf("retiring expired keys of %s/%d: %w", st.tp.topic, st.tp.partition, err)
 		}
 		k, v := state.MarkerChange(st.tp.topic, st.tp.partition, st.next, st.batch.EventTime())
-		p.changelog(ctx, c, st, k, v)
+		seek := st.seek.observe(st.batch.EventTime(), st.s.Rules.TTL()+st.s.Rules.Lateness())
+		p.changelog(ctx, c, st, k, v, seekHeaders(seek))
 		return nil
 	})
 }

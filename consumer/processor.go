@@ -241,6 +241,12 @@ type partState struct {
 	// transaction wrote for the partition (0: none yet); produce promises
 	// raise it.
 	clNext atomic.Int64
+	// clock is the open transaction's timestamp of the partition's
+	// changelog records, from seek, which also gives its markers'
+	// HeaderSeek (seek.go). A partState lives while its partition stays
+	// assigned: a new owner starts anew.
+	clock int64
+	seek  seekPoints
 }
 
 // EnsureDefaults fills in the defaults of unset fields.

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -228,20 +231,10 @@ func (p *Processor) newChangelogRestore(st *partState, to int64, log zerolog.Log
 // closed again if the sentinel cannot be written.
 func (cr *changelogRestore) open(ctx context.Context) error {
 	p := cr.p
-	cl, err := kgo.NewClient(append(p.clientOpts(),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.opts.ChangelogTopic: {cr.cp: kgo.NewOffset().At(cr.stamp.Changelog)}}),
-		// One partition, briefly: a fetch session saves nothing, and
-		// franz-go's Close races a fetch in flight on the session's
-		// fields (found by the race detector when a restore stops).
-		kgo.DisableFetchSessions(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxPartitionBytes(restoreFetchBytes),
-		kgo.FetchMaxBytes(restoreFetchBytes),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-	)...)
+	from := cr.stamp.Changelog
+	cl, err := p.changelogReader(cr.cp, from)
 	if err != nil {
-		return fmt.Errorf("creating changelog restore client: %w", err)
+		return err
 	}
 	id := fmt.Appendf(nil, "%s/%s/%d/%d", p.txnID, cr.st.tp.topic, cr.st.tp.partition, cr.start.UnixNano())
 	sentinel := &kgo.Record{Topic: p.opts.ChangelogTopic, Partition: cr.cp, Key: state.SentinelKey(id)}
@@ -255,10 +248,135 @@ func (cr *changelogRestore) open(ctx context.Context) error {
 		}
 		return fmt.Errorf("writing a sentinel to changelog %s/%d: %w", p.opts.ChangelogTopic, cr.cp, err)
 	}
-	cr.cl, cr.end = cl, sentinel.Offset
-	cr.log.Info().Str("changelog", p.opts.ChangelogTopic).Int32("changelog_partition", cr.cp).Int64("from", cr.stamp.Changelog).Int64("to", cr.end).
+	cr.end = sentinel.Offset
+	if cr.cold() {
+		// Past what has expired (seek.go).
+		if at := cr.seekStart(ctx, cl); at > from {
+			cl.Close()
+			if cl, err = p.changelogReader(cr.cp, at); err != nil {
+				return err
+			}
+			cr.log.Info().Int64("changelog_offset", at).Msg("cold restore: the partition's changelog records before this offset are of retired keys; reading from there")
+			from = at
+		}
+	}
+	cr.cl = cl
+	cr.log.Info().Str("changelog", p.opts.ChangelogTopic).Int32("changelog_partition", cr.cp).Int64("from", from).Int64("to", cr.end).
 		Int64("input", cr.stamp.Input).Int64("committed", cr.to).Msg("restoring state from the changelog")
 	return nil
+}
+
+// changelogReader returns a client reading changelog partition cp from
+// offset from, under read_committed, that also writes (the sentinel).
+func (p *Processor) changelogReader(cp int32, from int64) (*kgo.Client, error) {
+	cl, err := kgo.NewClient(append(p.clientOpts(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.opts.ChangelogTopic: {cp: kgo.NewOffset().At(from)}}),
+		// One partition, briefly: a fetch session saves nothing, and
+		// franz-go's Close races a fetch in flight on the session's
+		// fields (found by the race detector when a restore stops).
+		kgo.DisableFetchSessions(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxPartitionBytes(restoreFetchBytes),
+		kgo.FetchMaxBytes(restoreFetchBytes),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("creating changelog restore client: %w", err)
+	}
+	return cl, nil
+}
+
+// cold reports whether the restore starts from nothing: an empty
+// keyspace that never read the changelog.
+func (cr *changelogRestore) cold() bool {
+	return cr.stamp == state.Stamp{EventTime: math.MinInt64}
+}
+
+// Bounds of seekStart: it reads the changelog partition's records of the
+// last seekProbeWindow (by their timestamps), if there are at most
+// seekProbeRecords of them, for at most seekProbeTimeout.
+const (
+	seekProbeWindow  = 30 * time.Second
+	seekProbeRecords = 1_000_000
+	seekProbeTimeout = 10 * time.Second
+)
+
+// seekStart returns the changelog offset a cold restore may start at: the
+// first record at or after the seek of the partition's marker at input
+// offset to (seek.go), found among the changelog partition's recent
+// records; 0 (read from the start) when there is none, it has no seek,
+// the broker set its timestamps (LogAppendTime), or the probe fails. Any
+// doubt reads more, never less.
+func (cr *changelogRestore) seekStart(ctx context.Context, cl *kgo.Client) int64 {
+	p, topic := cr.p, cr.p.opts.ChangelogTopic
+	ctx, cancel := context.WithTimeout(ctx, seekProbeTimeout)
+	defer cancel()
+	adm := kadm.NewClient(cl)
+	lookup := func(ms int64) int64 {
+		offs, err := adm.ListOffsetsAfterMilli(ctx, ms, topic)
+		if err != nil {
+			return -1
+		}
+		o, ok := offs.Lookup(topic, cr.cp)
+		if !ok || o.Err != nil {
+			return -1
+		}
+		return o.Offset
+	}
+	tail := lookup(time.Now().Add(-seekProbeWindow).UnixMilli())
+	if tail < 0 || tail >= cr.end || cr.end-tail > seekProbeRecords {
+		return 0
+	}
+	pc, err := p.changelogReader(cr.cp, tail)
+	if err != nil {
+		return 0
+	}
+	defer pc.Close()
+	var seek int64
+	for {
+		fetches := pc.PollFetches(ctx)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return 0
+		}
+		for _, r := range fetches.Records() {
+			if r.Offset >= cr.end {
+				if seek <= 0 {
+					return 0
+				}
+				return max(lookup(seek), 0)
+			}
+			if s, ok := cr.markerSeek(r); ok {
+				seek = s
+			}
+		}
+	}
+}
+
+// markerSeek returns the seek of r if it is the partition's marker: its
+// HeaderSeek if the marker is at the restore's target offset, -1 if it is
+// beyond (the target is stale, or the offsets moved back: no seek).
+func (cr *changelogRestore) markerSeek(r *kgo.Record) (int64, bool) {
+	c, err := state.ParseChangeKey(r.Key)
+	if err != nil || c.Kind != state.ChangeMarker || c.Topic != cr.st.tp.topic || c.Partition != cr.st.tp.partition {
+		return 0, false
+	}
+	if err := c.DecodeValue(r.Value); err != nil || c.Input != cr.to {
+		return -1, true
+	}
+	if r.Attrs.TimestampType() != 0 {
+		return -1, true // LogAppendTime: not the writer's clock
+	}
+	for _, h := range r.Headers {
+		if h.Key == HeaderSeek {
+			s, err := strconv.ParseInt(string(h.Value), 10, 64)
+			if err != nil || s <= 0 || s > r.Timestamp.UnixMilli() {
+				return -1, true
+			}
+			return s, true
+		}
+	}
+	return 0, true
 }
 
 // record applies one changelog record: a change of the partition (an

@@ -288,6 +288,11 @@ func Compile(s config.Stream) (*Rules, error) {
 // Name returns the stream's name.
 func (r *Rules) Name() string { return r.name }
 
+// TTL returns the stream's ttl: a key stored for a record of timestamp t
+// expires at t + TTL at the latest (ttl_mode refresh moves it to a later
+// record's timestamp + TTL).
+func (r *Rules) TTL() time.Duration { return time.Duration(r.ttl) * time.Millisecond }
+
 // Lateness returns how long past its expiry, in the partition's event time,
 // a key is kept: the state store indexes retirement by it.
 func (r *Rules) Lateness() time.Duration { return time.Duration(r.lateness) * time.Millisecond }

@@ -120,15 +120,20 @@ func (w *Writer) Forward(ctx context.Context, c Client, s *Stream, at Coord, in 
 }
 
 // Changelog produces a changelog record of the state of input partition
-// topic/partition (key and value from package state); written, if not
-// nil, is called (on a client goroutine) with the offset after the record
-// once the broker took it. A failure fails the transaction. Nothing is
-// produced without a changelog topic.
-func (w *Writer) Changelog(ctx context.Context, c Client, topic string, partition int32, key, value []byte, written func(next int64)) {
+// topic/partition (key and value from package state), with timestamp ts
+// (Unix milliseconds; 0: the producer's clock) and headers hs; written, if
+// not nil, is called (on a client goroutine) with the offset after the
+// record once the broker took it. A failure fails the transaction.
+// Nothing is produced without a changelog topic.
+func (w *Writer) Changelog(ctx context.Context, c Client, topic string, partition int32, key, value []byte, ts int64, hs []kgo.RecordHeader, written func(next int64)) {
 	if w.opts.ChangelogTopic == "" {
 		return
 	}
 	r := Changelog(w.opts.ChangelogTopic, w.opts.ChangelogPartitions, partition, key, value)
+	if ts != 0 {
+		r.Timestamp = time.UnixMilli(ts)
+	}
+	r.Headers = hs
 	c.Produce(context.WithoutCancel(ctx), r, func(r *kgo.Record, err error) {
 		if err != nil {
 			w.Fail(fmt.Errorf("writing the changelog of %s/%d: %w", topic, partition, err))

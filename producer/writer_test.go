@@ -151,7 +151,7 @@ func TestWriterChangelog(t *testing.T) {
 		c := &fakeClient{}
 		var next []int64
 		for i := 0; i < 2; i++ {
-			w.Changelog(context.Background(), c, "push-events", 3, []byte("k"), []byte("v"), func(n int64) { next = append(next, n) })
+			w.Changelog(context.Background(), c, "push-events", 3, []byte("k"), []byte("v"), 0, nil, func(n int64) { next = append(next, n) })
 		}
 		if len(c.got) != 2 || c.got[0].Topic != "g.changelog" || c.got[0].Partition != 1 {
 			t.Fatalf("produced %v, want records to g.changelog/1 (3 mod 2)", c.got)
@@ -163,7 +163,7 @@ func TestWriterChangelog(t *testing.T) {
 	t.Run("failed", func(t *testing.T) {
 		w := NewWriter(WriterOptions{AuditTopic: "dedup.audit", ChangelogTopic: "g.changelog", ChangelogPartitions: 2})
 		c := &fakeClient{fail: func(*kgo.Record) error { return kerr.NotLeaderForPartition }}
-		w.Changelog(context.Background(), c, "push-events", 3, []byte("k"), nil, func(int64) { t.Error("written called for a failed record") })
+		w.Changelog(context.Background(), c, "push-events", 3, []byte("k"), nil, 0, nil, func(int64) { t.Error("written called for a failed record") })
 		if !w.Failed() || !strings.Contains(w.Err().Error(), "changelog of push-events/3") {
 			t.Fatalf("err %v, want a changelog failure naming the partition", w.Err())
 		}
@@ -171,7 +171,7 @@ func TestWriterChangelog(t *testing.T) {
 	t.Run("off", func(t *testing.T) {
 		w := NewWriter(WriterOptions{AuditTopic: "dedup.audit"})
 		c := &fakeClient{}
-		w.Changelog(context.Background(), c, "push-events", 3, []byte("k"), []byte("v"), nil)
+		w.Changelog(context.Background(), c, "push-events", 3, []byte("k"), []byte("v"), 0, nil, nil)
 		if len(c.got) != 0 || w.Changelogs() {
 			t.Fatalf("without a changelog topic produced %v", c.got)
 		}
