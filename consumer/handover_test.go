@@ -31,6 +31,16 @@ const (
 
 func newHandoverFixture(tb testing.TB, keys int) *handoverFixture {
 	tb.Helper()
+	return newHistoryFixture(tb, keys, 0, false)
+}
+
+// newHistoryFixture is newHandoverFixture whose changelog first holds the
+// history of expired keys, as kdedup writes it: their entries and markers
+// stamped two hours ago, then their tombstones an hour ago; the live keys'
+// entries follow, a day of event time later, and their marker carries a
+// seek past the history if seek is set.
+func newHistoryFixture(tb testing.TB, keys, expired int, seek bool) *handoverFixture {
+	tb.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, hoInput, hoInput+".deduped", "dedup.audit", hoChangelog))
 	if err != nil {
 		tb.Fatal(err)
@@ -43,21 +53,47 @@ func newHandoverFixture(tb testing.TB, keys int) *handoverFixture {
 	defer cl.Close()
 	ctx := context.Background()
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-	for i := 0; i < keys; i++ {
-		var h dedup.Hash
-		binary.BigEndian.PutUint64(h[:], uint64(i)*0x9e3779b97f4a7c15)
-		binary.BigEndian.PutUint64(h[8:], uint64(i))
-		e := dedup.Entry{FirstSeen: base + int64(i), Expiry: base + int64(i) + 3_600_000, Topic: hoInput, Partition: 0, Offset: int64(i)}
-		k, v := state.EntryChange(hoInput, 0, h, &e)
-		cl.Produce(ctx, &kgo.Record{Key: k, Value: v}, func(_ *kgo.Record, err error) {
+	produce := func(k, v []byte, ts int64) {
+		cl.Produce(ctx, &kgo.Record{Key: k, Value: v, Timestamp: time.UnixMilli(ts)}, func(_ *kgo.Record, err error) {
 			if err != nil {
 				tb.Error(err)
 			}
 		})
 	}
-	to := int64(keys)
-	k, v := state.MarkerChange(hoInput, 0, to, base+int64(keys))
-	if err := cl.ProduceSync(ctx, &kgo.Record{Key: k, Value: v}).FirstErr(); err != nil {
+	hashOf := func(i int) dedup.Hash {
+		var h dedup.Hash
+		binary.BigEndian.PutUint64(h[:], uint64(i)*0x9e3779b97f4a7c15)
+		binary.BigEndian.PutUint64(h[8:], uint64(i))
+		return h
+	}
+	now := time.Now().UnixMilli()
+	for i := keys; i < keys+expired; i++ {
+		e := dedup.Entry{FirstSeen: base, Expiry: base + 3_600_000, Topic: hoInput, Partition: 0, Offset: int64(i)}
+		k, v := state.EntryChange(hoInput, 0, hashOf(i), &e)
+		produce(k, v, now-7_200_000)
+	}
+	if expired > 0 {
+		k, v := state.MarkerChange(hoInput, 0, int64(expired), base)
+		produce(k, v, now-7_200_000)
+		for i := keys; i < keys+expired; i++ {
+			produce(state.Tombstone(hoInput, 0, hashOf(i)), nil, now-3_600_000)
+		}
+		k, v = state.MarkerChange(hoInput, 0, int64(expired)+1, base+3*3_600_000)
+		produce(k, v, now-3_600_000)
+	}
+	live := base + 86_400_000
+	for i := 0; i < keys; i++ {
+		e := dedup.Entry{FirstSeen: live + int64(i), Expiry: live + int64(i) + 3_600_000, Topic: hoInput, Partition: 0, Offset: int64(i)}
+		k, v := state.EntryChange(hoInput, 0, hashOf(i), &e)
+		produce(k, v, now)
+	}
+	to := int64(keys + expired + 1)
+	k, v := state.MarkerChange(hoInput, 0, to, live+int64(keys))
+	marker := &kgo.Record{Key: k, Value: v, Timestamp: time.UnixMilli(now)}
+	if seek {
+		marker.Headers = seekHeaders(now - 3_600_000 + 1)
+	}
+	if err := cl.ProduceSync(ctx, marker).FirstErr(); err != nil {
 		tb.Fatal(err)
 	}
 	if err := cl.Flush(ctx); err != nil {
@@ -153,6 +189,32 @@ func TestRestoreFromChangelog(t *testing.T) {
 		if r {
 			t.Fatalf("Ready while restoring: %v", obs.readyDuring)
 		}
+	}
+}
+
+// BenchmarkColdRestoreHistory measures a cold restore of 1M live keys
+// from a changelog that first holds 4M keys retired since (entries and
+// tombstones: 8M records), with the live marker's seek and without.
+//
+//	go test ./consumer -run '^$' -bench ColdRestoreHistory -benchtime 1x
+func BenchmarkColdRestoreHistory(b *testing.B) {
+	const live, expired = 1_000_000, 4_000_000
+	for _, seek := range []bool{true, false} {
+		b.Run(fmt.Sprintf("seek=%v", seek), func(b *testing.B) {
+			f := newHistoryFixture(b, live, expired, seek)
+			defer f.c.Close()
+			b.ReportAllocs()
+			b.ResetTimer()
+			var keys int64
+			for i := 0; i < b.N; i++ {
+				keys = f.restoreInto(b, b.TempDir())
+			}
+			b.StopTimer()
+			if keys != live {
+				b.Fatalf("restored %d keys, want %d", keys, live)
+			}
+			b.ReportMetric(float64(live)*float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+		})
 	}
 }
 

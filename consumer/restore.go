@@ -293,61 +293,64 @@ func (cr *changelogRestore) cold() bool {
 	return cr.stamp == state.Stamp{EventTime: math.MinInt64}
 }
 
-// Bounds of seekStart: it reads the changelog partition's records of the
-// last seekProbeWindow (by their timestamps), if there are at most
-// seekProbeRecords of them, for at most seekProbeTimeout.
+// Bounds of seekStart: it reads the changelog partition's last
+// seekProbeRecords records before its sentinel, a first sixteenth of
+// them and then all if the marker is not in the first, for at most
+// seekProbeTimeout.
 const (
-	seekProbeWindow  = 30 * time.Second
-	seekProbeRecords = 1_000_000
+	seekProbeRecords = 1 << 20
 	seekProbeTimeout = 10 * time.Second
 )
 
 // seekStart returns the changelog offset a cold restore may start at: the
 // first record at or after the seek of the partition's marker at input
-// offset to (seek.go), found among the changelog partition's recent
-// records; 0 (read from the start) when there is none, it has no seek,
-// the broker set its timestamps (LogAppendTime), or the probe fails. Any
-// doubt reads more, never less.
+// offset to (seek.go), found among the changelog partition's last records;
+// 0 (read from the start) when there is none, it has no seek, the broker
+// set its timestamps (LogAppendTime), or the probe fails. Any doubt reads
+// more, never less.
 func (cr *changelogRestore) seekStart(ctx context.Context, cl *kgo.Client) int64 {
-	p, topic := cr.p, cr.p.opts.ChangelogTopic
 	ctx, cancel := context.WithTimeout(ctx, seekProbeTimeout)
 	defer cancel()
-	adm := kadm.NewClient(cl)
-	lookup := func(ms int64) int64 {
-		offs, err := adm.ListOffsetsAfterMilli(ctx, ms, topic)
-		if err != nil {
-			return -1
+	seek, found := int64(0), false
+	for _, n := range []int64{seekProbeRecords / 16, seekProbeRecords} {
+		if seek, found = cr.probeTail(ctx, max(cr.end-n, 0)); found || n >= cr.end {
+			break
 		}
-		o, ok := offs.Lookup(topic, cr.cp)
-		if !ok || o.Err != nil {
-			return -1
-		}
-		return o.Offset
 	}
-	tail := lookup(time.Now().Add(-seekProbeWindow).UnixMilli())
-	if tail < 0 || tail >= cr.end || cr.end-tail > seekProbeRecords {
+	if seek <= 0 {
 		return 0
 	}
-	pc, err := p.changelogReader(cr.cp, tail)
+	topic := cr.p.opts.ChangelogTopic
+	offs, err := kadm.NewClient(cl).ListOffsetsAfterMilli(ctx, seek, topic)
 	if err != nil {
 		return 0
 	}
+	if o, ok := offs.Lookup(topic, cr.cp); ok && o.Err == nil && o.Offset > 0 && o.Offset <= cr.end {
+		return o.Offset
+	}
+	return 0
+}
+
+// probeTail reads the changelog partition from offset from to the
+// restore's sentinel and returns the seek of the partition's last marker
+// there (markerSeek); found reports that there was one.
+func (cr *changelogRestore) probeTail(ctx context.Context, from int64) (seek int64, found bool) {
+	pc, err := cr.p.changelogReader(cr.cp, from)
+	if err != nil {
+		return 0, false
+	}
 	defer pc.Close()
-	var seek int64
 	for {
 		fetches := pc.PollFetches(ctx)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
-			return 0
+			return 0, false
 		}
 		for _, r := range fetches.Records() {
 			if r.Offset >= cr.end {
-				if seek <= 0 {
-					return 0
-				}
-				return max(lookup(seek), 0)
+				return seek, found
 			}
 			if s, ok := cr.markerSeek(r); ok {
-				seek = s
+				seek, found = s, true
 			}
 		}
 	}
