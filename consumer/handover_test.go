@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -17,11 +19,16 @@ import (
 	"github.com/kdedup/kdedup/state"
 )
 
-// handoverFixture is a kfake cluster whose changelog holds the state of
-// push-events/0: keys entries, then a marker at input offset to.
+// handoverFixture is a cluster whose changelog holds the state of
+// push-events/0: keys entries, then a marker at input offset to. The
+// cluster is kfake, or, for the benchmarks, the brokers of
+// KDEDUP_BENCH_BROKERS (host:port,...), where the fixture's changelog is
+// a topic of its own, deleted by close.
 type handoverFixture struct {
-	c  *kfake.Cluster
-	to int64
+	brokers   []string
+	changelog string
+	close     func()
+	to        int64
 }
 
 const (
@@ -41,11 +48,29 @@ func newHandoverFixture(tb testing.TB, keys int) *handoverFixture {
 // seek past the history if seek is set.
 func newHistoryFixture(tb testing.TB, keys, expired int, seek bool) *handoverFixture {
 	tb.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, hoInput, hoInput+".deduped", "dedup.audit", hoChangelog))
-	if err != nil {
-		tb.Fatal(err)
+	f := &handoverFixture{changelog: hoChangelog}
+	if env := os.Getenv("KDEDUP_BENCH_BROKERS"); env != "" {
+		f.brokers, f.changelog = strings.Split(env, ","), fmt.Sprintf("kdedup-handover-%d.changelog", time.Now().UnixNano())
+		adm, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ka := kadm.NewClient(adm)
+		if _, err := ka.CreateTopic(context.Background(), 1, -1, nil, f.changelog); err != nil {
+			tb.Fatal(err)
+		}
+		f.close = func() {
+			_, _ = ka.DeleteTopics(context.Background(), f.changelog)
+			adm.Close()
+		}
+	} else {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, hoInput, hoInput+".deduped", "dedup.audit", hoChangelog))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		f.brokers, f.close = c.ListenAddrs(), c.Close
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic(hoChangelog),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.brokers...), kgo.DefaultProduceTopic(f.changelog),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(100_000))
 	if err != nil {
 		tb.Fatal(err)
@@ -99,7 +124,8 @@ func newHistoryFixture(tb testing.TB, keys, expired int, seek bool) *handoverFix
 	if err := cl.Flush(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	return &handoverFixture{c: c, to: to}
+	f.to = to
+	return f
 }
 
 // readyObserver records Ready as the restore reports to it.
@@ -143,10 +169,10 @@ func (f *handoverFixture) restoreObserved(tb testing.TB, dir string) (int64, *re
 	rules, store := pushStore(tb, dir)
 	defer store.Close()
 	p, err := New(Options{
-		Brokers: f.c.ListenAddrs(), Group: "g", InstanceID: "i", Guarantee: config.ExactlyOnce,
-		CommitInterval: 100 * time.Millisecond, AuditTopic: "dedup.audit", ChangelogTopic: hoChangelog,
+		Brokers: f.brokers, Group: "g", InstanceID: "i", Guarantee: config.ExactlyOnce,
+		CommitInterval: 100 * time.Millisecond, AuditTopic: "dedup.audit", ChangelogTopic: f.changelog,
 		Streams:    []Stream{{Rules: rules, Input: hoInput, Output: hoInput + ".deduped"}},
-		Partitions: map[string]int32{hoInput: 1, hoInput + ".deduped": 1, "dedup.audit": 1, hoChangelog: 1},
+		Partitions: map[string]int32{hoInput: 1, hoInput + ".deduped": 1, "dedup.audit": 1, f.changelog: 1},
 		Store:      store, Log: zerolog.Nop(),
 	})
 	if err != nil {
@@ -175,7 +201,7 @@ func (f *handoverFixture) restoreObserved(tb testing.TB, dir string) (int64, *re
 // the changelog alone, every key, up to the marker of the committed offset.
 func TestRestoreFromChangelog(t *testing.T) {
 	f := newHandoverFixture(t, 5_000)
-	defer f.c.Close()
+	defer f.close()
 	keys, obs := f.restoreObserved(t, t.TempDir())
 	if keys != 5_000 {
 		t.Fatalf("restored %d keys, want 5000", keys)
@@ -202,7 +228,7 @@ func BenchmarkColdRestoreHistory(b *testing.B) {
 	for _, seek := range []bool{true, false} {
 		b.Run(fmt.Sprintf("seek=%v", seek), func(b *testing.B) {
 			f := newHistoryFixture(b, live, expired, seek)
-			defer f.c.Close()
+			defer f.close()
 			b.ReportAllocs()
 			b.ResetTimer()
 			var keys int64
@@ -224,6 +250,10 @@ func BenchmarkColdRestoreHistory(b *testing.B) {
 // the whole changelog in memory: several GB).
 //
 //	go test ./consumer -run '^$' -bench Handover -benchtime 1x
+//
+// With KDEDUP_BENCH_BROKERS=host:port,... it runs on those brokers (a
+// changelog topic of its own, deleted after), e.g. Apache Kafka from
+// make kafka-up: KDEDUP_BENCH_BROKERS=127.0.0.1:19092.
 func BenchmarkHandover(b *testing.B) {
 	sizes := []int{1_000_000}
 	if os.Getenv("KDEDUP_BENCH_10M") != "" {
@@ -232,7 +262,7 @@ func BenchmarkHandover(b *testing.B) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
 			f := newHandoverFixture(b, n)
-			defer f.c.Close()
+			defer f.close()
 			b.ReportAllocs()
 			b.ResetTimer()
 			var keys int64
