@@ -378,54 +378,83 @@ func (l *Loader) stored(buf *loadBuf, h *dedup.Hash) (bool, error) {
 	return true, closer.Close()
 }
 
-// ingest writes recs (sorted by key, one per key) and the stamp st into
-// an sstable in the store's load directory and has Pebble ingest it.
+// ingest writes recs (sorted by key, one per key), the retirement index
+// and the stamp st into sstables in the store's load directory and has
+// Pebble ingest them at once (atomically). Each goes into a file of its
+// own, so that files do not overlap for nothing: a buffer's entries span
+// the whole hash range, and overlap every other buffer's (Pebble merges
+// them in compactions), but its retirement index spans the buffer's
+// times, which the changelog's order mostly keeps apart from the next
+// buffer's, and the stamp is one key: apart, Pebble lays most retirement
+// files in its last level as they are, with nothing to compact.
 func (l *Loader) ingest(ctx context.Context, buf *loadBuf, recs []loadRec, st Stamp) (err error) {
-	p, s := l.p, l.p.store
-	path := s.loadPath()
-	f, err := s.fs.Create(path, "")
-	if err != nil {
-		return fmt.Errorf("creating %s: %w", path, err)
-	}
+	p := l.p
+	var paths []string
 	defer func() {
-		// Pebble moves the file it ingests into its own directory; a
-		// failed write or ingestion leaves it here.
+		// Pebble moves the files it ingests into its own directory; a
+		// failed write or ingestion leaves them here.
 		if err != nil {
-			if rerr := s.fs.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-				err = errors.Join(err, fmt.Errorf("removing %s: %w", path, rerr))
+			for _, path := range paths {
+				if rerr := p.store.fs.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+					err = errors.Join(err, fmt.Errorf("removing %s: %w", path, rerr))
+				}
 			}
 		}
 	}()
-	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), s.writerOptions())
-	werr := func() error {
-		for _, r := range recs {
-			buf.key = appendEntryKey(buf.key[:0], p.prefix, r.h)
-			var err error
-			if r.del {
-				err = w.Delete(buf.key)
-			} else {
-				err = w.Set(buf.key, buf.arena[r.voff:r.voff+r.vlen])
-			}
-			if err != nil {
-				return err
-			}
+	write := func(fill func(w *sstable.Writer) error) error {
+		path := p.store.loadPath()
+		f, err := p.store.fs.Create(path, "")
+		if err != nil {
+			return fmt.Errorf("creating %s: %w", path, err)
 		}
-		for _, r := range buf.retire {
-			buf.retireKey = appendRetireKey(buf.retireKey[:0], p.prefix, r.at, r.h)
-			if err := w.Set(buf.retireKey, nil); err != nil {
-				return err
-			}
+		paths = append(paths, path)
+		w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), p.store.writerOptions())
+		werr := fill(w)
+		if cerr := w.Close(); werr == nil {
+			werr = cerr
 		}
-		return w.Set(stampKey(p.prefix), appendStamp(nil, st))
-	}()
-	if cerr := w.Close(); werr == nil {
-		werr = cerr
+		if werr != nil {
+			return fmt.Errorf("writing %s: %w", path, werr)
+		}
+		return nil
 	}
-	if werr != nil {
-		return fmt.Errorf("writing %s: %w", path, werr)
+	if len(recs) > 0 {
+		if err := write(func(w *sstable.Writer) error {
+			for _, r := range recs {
+				buf.key = appendEntryKey(buf.key[:0], p.prefix, r.h)
+				var err error
+				if r.del {
+					err = w.Delete(buf.key)
+				} else {
+					err = w.Set(buf.key, buf.arena[r.voff:r.voff+r.vlen])
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
 	}
-	if err := p.db.Ingest(ctx, []string{path}); err != nil {
-		return fmt.Errorf("ingesting %s: %w", path, err)
+	if len(buf.retire) > 0 {
+		if err := write(func(w *sstable.Writer) error {
+			for _, r := range buf.retire {
+				buf.retireKey = appendRetireKey(buf.retireKey[:0], p.prefix, r.at, r.h)
+				if err := w.Set(buf.retireKey, nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	if err := write(func(w *sstable.Writer) error { return w.Set(stampKey(p.prefix), appendStamp(nil, st)) }); err != nil {
+		return err
+	}
+	if err := p.db.Ingest(ctx, paths); err != nil {
+		return fmt.Errorf("ingesting %v: %w", paths, err)
 	}
 	return nil
 }
