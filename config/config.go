@@ -152,8 +152,9 @@ type StateOptions struct {
 	CacheSize ByteSize `yaml:"cache_size"`
 	// MemtableSize is the size of one memtable. Default: 16MiB.
 	MemtableSize ByteSize `yaml:"memtable_size"`
-	// Memory is the memory the process may take. It sets Go's memory
-	// limit (GOMEMLIMIT, unless that is set in the environment), bounds
+	// Memory is the memory the process may take. What CacheSize and two
+	// memtables leave of it sets Go's memory limit (90% of it; GOMEMLIMIT,
+	// when set in the environment, wins), bounds
 	// the in-memory key indexes of all partitions together to 3/8 of it
 	// (past that, a partition's lookups of new keys read Pebble's bloom
 	// filters: slower, no more memory), and sizes a restore's buffers

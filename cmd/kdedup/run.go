@@ -249,18 +249,20 @@ type memoryBudget struct {
 	restoreBuffer int   // consumer.Options.RestoreBuffer
 }
 
-// memoryPlan shares st.Memory out: all of it is Go's memory limit (the
-// garbage collector works harder as the heap nears it, rather than the
-// process passing it), unless GOMEMLIMIT is set (envLimit), which then
-// wins; 3/8 the key indexes of all partitions; 1/16, at most 64 MiB and
-// at least 4 MiB, each of a restore's two buffers. The rest is the block
-// cache and memtables (their own settings), the write-back of committed
-// changes, and the Kafka clients' buffers.
+// memoryPlan shares st.Memory out. Pebble's block cache and memtables
+// (their own settings) are allocated outside Go's heap; 90% of the rest
+// is Go's memory limit (the garbage collector works harder as the heap
+// nears it, rather than the process passing it; the other 10% are what
+// the runtime holds besides the heap), at least 64 MiB, unless GOMEMLIMIT
+// is set (envLimit), which then wins. Of the heap, 3/8 of st.Memory may
+// go to the key indexes of all partitions, and 1/16, at most 64 MiB and
+// at least 4 MiB, to each of a restore's two buffers; the rest holds the
+// write-back of committed changes and the Kafka clients' buffers.
 func memoryPlan(st config.StateOptions, envLimit bool) memoryBudget {
 	m := int64(st.Memory)
 	b := memoryBudget{index: m / 8 * 3, restoreBuffer: int(min(max(m/16, 4<<20), 64<<20))}
 	if !envLimit {
-		b.goLimit = m
+		b.goLimit = max((m-int64(st.CacheSize)-2*int64(st.MemtableSize))/10*9, 64<<20)
 	}
 	return b
 }
