@@ -154,12 +154,13 @@ type StateOptions struct {
 	MemtableSize ByteSize `yaml:"memtable_size"`
 	// Memory is the memory the process may take. What CacheSize and two
 	// memtables leave of it sets Go's memory limit (90% of it; GOMEMLIMIT,
-	// when set in the environment, wins), bounds
-	// the in-memory key indexes of all partitions together to 3/8 of it
-	// (past that, a partition's lookups of new keys read Pebble's bloom
-	// filters: slower, no more memory), and sizes a restore's buffers
-	// (1/16 of it, at most 64MiB each). Default: 1GiB, which holds 100M
-	// live keys (measured in BENCHMARKS.md). At least 128MiB.
+	// when set in the environment, wins). It bounds the in-memory key
+	// indexes of all partitions together to 3/8 of it (past that, a
+	// partition keeps a cuckoo filter of about 2.7 bytes a key, or reads
+	// Pebble's bloom filters for new keys: slower, no more memory), and
+	// sizes a restore's buffers (1/16 of it, at most 64MiB each).
+	// Default: 1GiB, which holds 100M live keys (measured in
+	// BENCHMARKS.md). At least 128MiB.
 	Memory ByteSize `yaml:"memory"`
 }
 

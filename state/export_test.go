@@ -26,3 +26,9 @@ func IndexStale(p *Partition) bool { return p.stale }
 // IndexLess reports whether p does without a key index (its store's
 // Options.IndexMemory had no room for it).
 func IndexLess(p *Partition) bool { return p.noIndex }
+
+// IndexFiltered reports whether p's key index is a cuckoo filter.
+func IndexFiltered(p *Partition) bool {
+	_, ok := p.index.(*cuckooFilter)
+	return ok
+}

@@ -87,11 +87,12 @@ func (x *keyIndex) has(p uint64) bool {
 	}
 }
 
-// add counts a newly stored key with prefix p.
-func (x *keyIndex) add(p uint64) {
+// add counts a newly stored key with prefix p. It always can (true): the
+// table grows.
+func (x *keyIndex) add(p uint64) bool {
 	if p == 0 {
 		x.zero++
-		return
+		return true
 	}
 	mask := uint64(len(x.slots) - 1)
 	i := x.home(p)
@@ -101,7 +102,7 @@ func (x *keyIndex) add(p uint64) {
 				x.extra = map[uint64]uint32{}
 			}
 			x.extra[p]++
-			return
+			return true
 		}
 	}
 	x.slots[i] = p
@@ -109,6 +110,7 @@ func (x *keyIndex) add(p uint64) {
 	if x.used > len(x.slots)/4*3 {
 		x.grow()
 	}
+	return true
 }
 
 // remove uncounts a deleted key with prefix p. It reports false when p

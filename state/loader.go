@@ -250,16 +250,20 @@ func (l *Loader) Wait() error {
 		l.err = fmt.Errorf("%w: %w", ErrLoaderDone, res.err)
 		return fmt.Errorf("loading state of %s/%d: %w", p.topic, p.partition, res.err)
 	}
-	if !p.noIndex {
+	if p.index != nil && !p.stale {
 		for _, x := range res.removed {
 			if !p.index.remove(x) {
 				p.stale = true // lost track: never guess (NewBatch rebuilds)
 			}
 		}
 		for _, x := range res.added {
-			p.index.add(x)
+			if !p.stale && !p.index.add(x) {
+				p.indexFull(p.index)
+			}
 		}
-		p.recharge()
+		if !p.stale {
+			p.recharge()
+		}
 	}
 	p.stamp, p.pebbleStamp = res.stamp, res.stamp
 	p.gen++

@@ -34,6 +34,14 @@ import (
 // partition is open: 10.7 to 21.3 bytes of memory per key at the most keys
 // it held, 16.8 at 1M keys (BenchmarkBytesPerKey).
 //
+// When the store's index budget (Options.IndexMemory) has no room for
+// that exact index, a cuckooFilter takes its place: 16-bit fingerprints,
+// about 2.7 bytes a key, a stored key never absent, an absent one passing
+// for about one lookup in 8,000 (it then reads Pebble). A filter cannot
+// grow: when it fills up it is built again, twice as large, from Pebble;
+// when the budget has no room for a filter either, the partition goes
+// without one (keySet, newKeySet).
+//
 // The index is exact as a filter: it never says absent for a stored key.
 // Invariant: unless stale is set, for every 64-bit prefix the index counts
 // exactly the entries stored with that prefix, in Pebble or in memory
@@ -57,12 +65,14 @@ type Partition struct {
 	closed    bool
 	key       []byte // scratch for point lookups
 
-	index    *keyIndex
+	index    keySet
 	stale    bool        // the index is not exact: rebuild before use
 	building *indexBuild // the index being built, nil if none; index is nil then
 	// noIndex: the store's index budget left no room for this
 	// partition's index: lookups read Pebble until it is reopened.
 	noIndex     bool
+	filterOnly  bool  // the exact index outgrew the budget: a filter from now on
+	filterHint  int   // the keys a filter is sized for at least: doubled when one filled up
 	indexCharge int64 // bytes charged to the store's index budget
 	// gen counts Commits; a batch whose Commit finds it moved since the
 	// batch began (two batches open at once, which callers must not do)
@@ -208,16 +218,6 @@ func (p *Partition) NewBlindBatch() *Batch {
 	return b
 }
 
-// scanEntries reads every stored key of the keyspace (keys only: the hash
-// is in the key) and returns their index and count.
-func (p *Partition) scanEntries() (*keyIndex, int64, error) {
-	it, err := p.entryIter()
-	if err != nil {
-		return nil, 0, err
-	}
-	return scanIndex(it, len(p.prefix)+1, int(max(p.stamp.Keys, 0)), nil)
-}
-
 // entryIter returns an iterator over the keyspace's entries: what Pebble
 // holds at the call, whatever is written after.
 func (p *Partition) entryIter() (*pebble.Iterator, error) {
@@ -225,36 +225,41 @@ func (p *Partition) entryIter() (*pebble.Iterator, error) {
 	return p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 }
 
-// scanIndex indexes the entries of it, whose keys are the hash after
-// skip bytes, sized for about hint keys, and closes it. It stops early
-// with errBuildStopped when stop is set.
-func scanIndex(it *pebble.Iterator, skip, hint int, stop *atomic.Bool) (*keyIndex, int64, error) {
-	x := newKeyIndex(hint)
+// scanIndex adds the entries of it, whose keys are the hash after skip
+// bytes, to x (if not nil), closes it and returns their count. It stops early with
+// errBuildStopped when stop is set, and with errIndexFull when x cannot
+// take them all.
+func scanIndex(it *pebble.Iterator, skip int, x keySet, stop *atomic.Bool) (int64, error) {
 	var n int64
 	var h dedup.Hash
 	for valid := it.First(); valid; valid = it.Next() {
 		k := it.Key()
 		if len(k) != skip+len(h) {
 			it.Close()
-			return nil, 0, fmt.Errorf("%w: entry key %x", ErrCorrupt, k)
+			return 0, fmt.Errorf("%w: entry key %x", ErrCorrupt, k)
 		}
 		copy(h[:], k[skip:])
-		x.add(prefixOf(&h))
+		if x != nil && !x.add(prefixOf(&h)) {
+			it.Close()
+			return 0, errIndexFull
+		}
 		n++
 		if n%(1<<16) == 0 && stop != nil && stop.Load() {
 			it.Close()
-			return nil, 0, errBuildStopped
+			return 0, errBuildStopped
 		}
 	}
 	if err := it.Error(); err != nil {
 		it.Close()
-		return nil, 0, err
+		return 0, err
 	}
 	if err := it.Close(); err != nil {
-		return nil, 0, err
+		return 0, err
 	}
-	return x, n, nil
+	return n, nil
 }
+
+var errIndexFull = errors.New("state: key filter full")
 
 var errBuildStopped = errors.New("state: key index build stopped")
 
@@ -272,7 +277,7 @@ var errBuildStopped = errors.New("state: key index build stopped")
 type indexBuild struct {
 	done   chan struct{}
 	stop   atomic.Bool
-	index  *keyIndex
+	index  keySet
 	err    error
 	deltas []indexDelta
 }
@@ -287,26 +292,54 @@ type indexDelta struct {
 // every stored key (nothing in memory).
 func (p *Partition) buildIndex() error {
 	p.release()
-	if !p.store.chargeIndex(int64(slotsFor(int(max(p.stamp.Keys, 0)))) * 8) {
+	x := p.newKeySet()
+	if x == nil {
 		p.withoutIndex()
 		return nil
 	}
-	p.indexCharge = int64(slotsFor(int(max(p.stamp.Keys, 0)))) * 8
 	it, err := p.entryIter()
 	if err != nil {
 		p.release()
 		return err
 	}
-	b := &indexBuild{done: make(chan struct{})}
-	skip, hint, gate := len(p.prefix)+1, int(max(p.stamp.Keys, 0)), p.store.buildGate
+	b := &indexBuild{done: make(chan struct{}), index: x}
+	skip, gate := len(p.prefix)+1, p.store.buildGate
 	go func() {
 		defer close(b.done)
 		if gate != nil {
 			<-gate // tests: builds wait (HoldIndexBuilds)
 		}
-		b.index, _, b.err = scanIndex(it, skip, hint, &b.stop)
+		_, b.err = scanIndex(it, skip, b.index, &b.stop)
 	}()
 	p.index, p.building = nil, b
+	return nil
+}
+
+// newKeySet returns an empty key set for the partition's keys, charged to
+// the store's index budget: the exact keyIndex if the budget has room
+// for it (and the partition has not outgrown it before), else a
+// cuckooFilter if it has room for that; nil if neither fits. Either is
+// sized for the stamp's keys and a quarter more, or for filterHint.
+func (p *Partition) newKeySet() keySet {
+	n := int(max(p.stamp.Keys, 0))
+	n = max(n+n/4, p.filterHint)
+	if !p.filterOnly {
+		if size := int64(slotsFor(n)) * 8; p.store.chargeIndex(size) {
+			p.indexCharge = size
+			return newKeyIndex(n)
+		}
+	}
+	// A filter cannot grow: twice the buckets its keys need, if the
+	// budget has room, else what they need, else what the keys stored
+	// now need, without the quarter more.
+	// (never below filterHint: a filter that filled up is followed by a
+	// larger one, or none).
+	for _, buckets := range []int{2 * cuckooBucketsFor(n), cuckooBucketsFor(n), cuckooBucketsFor(max(int(max(p.stamp.Keys, 0)), p.filterHint))} {
+		if size := int64(buckets) * 8; p.store.chargeIndex(size) {
+			p.indexCharge = size
+			return newCuckooBuckets(buckets)
+		}
+	}
 	return nil
 }
 
@@ -329,14 +362,20 @@ func (p *Partition) adoptIndex(wait bool) {
 		}
 	}
 	p.building = nil
+	if errors.Is(b.err, errIndexFull) {
+		p.indexFull(b.index)
+		return
+	}
 	if b.err != nil || p.stale {
 		p.stale = true
 		return
 	}
 	for _, d := range b.deltas {
-		if d.add {
-			b.index.add(d.prefix)
-		} else if !b.index.remove(d.prefix) {
+		if d.add && !b.index.add(d.prefix) {
+			p.indexFull(b.index)
+			return
+		}
+		if !d.add && !b.index.remove(d.prefix) {
 			p.stale = true // lost track: never guess
 			return
 		}
@@ -354,13 +393,24 @@ func (p *Partition) recharge() {
 	n := p.index.bytes()
 	switch {
 	case n > p.indexCharge && !p.store.chargeIndex(n-p.indexCharge):
-		p.withoutIndex()
+		// The exact index outgrew the budget: a filter, built anew
+		// from Pebble by the next NewBatch, takes its place.
+		p.release()
+		p.index, p.stale, p.filterOnly = nil, true, true
 	case n != p.indexCharge:
 		if n < p.indexCharge {
 			p.store.indexBytes.Add(n - p.indexCharge)
 		}
 		p.indexCharge = n
 	}
+}
+
+// indexFull drops the filter x, which could not take another key: the
+// next NewBatch builds one twice its keys from Pebble.
+func (p *Partition) indexFull(x keySet) {
+	p.filterHint = max(p.filterHint, 2*int(x.keys()), 1024)
+	p.release()
+	p.index, p.stale = nil, true
 }
 
 // release gives back what the index was charged.
@@ -413,13 +463,45 @@ func (p *Partition) CountKeys() (int64, error) {
 		return 0, err
 	}
 	p.stopBuild()
-	x, n, err := p.scanEntries()
+	p.release()
+	var (
+		x   keySet
+		n   int64
+		err error
+	)
+	for {
+		if !p.noIndex {
+			if x = p.newKeySet(); x == nil {
+				p.withoutIndex()
+			}
+		}
+		var it *pebble.Iterator
+		if it, err = p.entryIter(); err == nil {
+			n, err = scanIndex(it, len(p.prefix)+1, x, nil)
+		}
+		if errors.Is(err, errIndexFull) {
+			// The filter filled up: again, with a larger one (or none,
+			// if the budget has no room for it).
+			p.indexFull(x)
+			continue
+		}
+		if err != nil || x == nil {
+			break
+		}
+		p.index, p.stale = x, false
+		if p.recharge(); !p.stale {
+			break
+		}
+		// The exact index outgrew the budget (the stamp's Keys, which
+		// sized it, were behind): again, as a filter for the keys
+		// counted.
+		p.filterHint = max(p.filterHint, int(n))
+	}
 	if err != nil {
 		return 0, fmt.Errorf("counting keys of %s/%d: %w", p.topic, p.partition, err)
 	}
-	if !p.noIndex {
-		p.index, p.stale = x, false
-		p.recharge()
+	if x == nil {
+		p.stale = false // no index: nothing to rebuild
 	}
 	st := p.stamp
 	st.Keys = n
@@ -753,8 +835,9 @@ func (p *Partition) updateIndex(b *Batch) {
 		}
 	}
 	for h, pu := range b.puts {
-		if !pu.existed {
-			p.index.add(prefixOf(&h))
+		if !pu.existed && !p.index.add(prefixOf(&h)) {
+			p.indexFull(p.index)
+			return
 		}
 	}
 	p.recharge()

@@ -454,12 +454,15 @@ func runRandomIndex(t *testing.T, seed uint64, steps int) {
 		return e
 	}
 	// check probes keys (all of them now and then) against the model.
-	indexLess := 0
+	indexLess, filtered := 0, 0
 	check := func(step int, what string, pn int) {
 		t.Helper()
 		p, m := parts[pn], models[pn]
 		if state.IndexLess(p) {
 			indexLess++
+		}
+		if state.IndexFiltered(p) {
+			filtered++
 		}
 		probe := keys
 		if rng.IntN(4) != 0 {
@@ -684,5 +687,5 @@ func runRandomIndex(t *testing.T, seed uint64, steps int) {
 	}
 	check(steps, "end", 0)
 	check(steps, "end", 1)
-	t.Logf("seed %d: %d steps %v; %d and %d keys stored; partitions checked without an index: %d", seed, steps, counts, len(models[0]), len(models[1]), indexLess)
+	t.Logf("seed %d: %d steps %v; %d and %d keys stored; partitions checked without an index: %d, with a filter: %d", seed, steps, counts, len(models[0]), len(models[1]), indexLess, filtered)
 }
