@@ -75,7 +75,6 @@ func cuckooBucketsFor(n int) int {
 	return 1 << bits.Len(uint(want-1))
 }
 
-
 // newCuckooFilter returns an empty filter for about n keys.
 func newCuckooFilter(n int) *cuckooFilter { return newCuckooBuckets(cuckooBucketsFor(n)) }
 
