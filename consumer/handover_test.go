@@ -227,19 +227,7 @@ func BenchmarkColdRestoreHistory(b *testing.B) {
 	const live, expired = 1_000_000, 4_000_000
 	for _, seek := range []bool{true, false} {
 		b.Run(fmt.Sprintf("seek=%v", seek), func(b *testing.B) {
-			f := newHistoryFixture(b, live, expired, seek)
-			defer f.close()
-			b.ReportAllocs()
-			b.ResetTimer()
-			var keys int64
-			for i := 0; i < b.N; i++ {
-				keys = f.restoreInto(b, b.TempDir())
-			}
-			b.StopTimer()
-			if keys != live {
-				b.Fatalf("restored %d keys, want %d", keys, live)
-			}
-			b.ReportMetric(float64(live)*float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+			benchRestore(b, newHistoryFixture(b, live, expired, seek), live)
 		})
 	}
 }
@@ -261,19 +249,24 @@ func BenchmarkHandover(b *testing.B) {
 	}
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
-			f := newHandoverFixture(b, n)
-			defer f.close()
-			b.ReportAllocs()
-			b.ResetTimer()
-			var keys int64
-			for i := 0; i < b.N; i++ {
-				keys = f.restoreInto(b, b.TempDir())
-			}
-			b.StopTimer()
-			if keys != int64(n) {
-				b.Fatalf("restored %d keys, want %d", keys, n)
-			}
-			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+			benchRestore(b, newHandoverFixture(b, n), n)
 		})
 	}
+}
+
+// benchRestore times restores of f's partition into empty stores, which
+// must hold want keys, and closes f.
+func benchRestore(b *testing.B, f *handoverFixture, want int) {
+	defer f.close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	var keys int64
+	for i := 0; i < b.N; i++ {
+		keys = f.restoreInto(b, b.TempDir())
+	}
+	b.StopTimer()
+	if keys != int64(want) {
+		b.Fatalf("restored %d keys, want %d", keys, want)
+	}
+	b.ReportMetric(float64(want)*float64(b.N)/b.Elapsed().Seconds(), "keys/s")
 }
