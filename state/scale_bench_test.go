@@ -33,14 +33,16 @@ var (
 	scaleSettleFlag   = flag.Duration("scale-settle", 30*time.Minute, "BenchmarkScale: longest wait for Pebble's compactions after the load")
 	scaleMemLimitFlag = flag.Int64("scale-memlimit", 1<<30, "BenchmarkScale: Go memory limit while it runs, as kdedup run sets it from state.memory (0: leave it)")
 	scaleProfileFlag  = flag.String("scale-cpuprofile", "", "BenchmarkScale: write CPU profiles of the load and of the throughput phase to PREFIX-load.pprof and PREFIX-decide.pprof")
+	scaleIndexFlag    = flag.Int64("scale-index-memory", 384<<20, "BenchmarkScale: Options.IndexMemory (3/8 of a 1 GiB state.memory); smaller, to try the partition past its budget at fewer keys")
 	scaleRecordFlag   = flag.String("scale-record", "", "BenchmarkScale: append its figures to this file as plot points (bench/plot)")
 )
 
 // scaleOptions are the Options a state.memory of 1 GiB gives kdedup run
 // (cmd/kdedup memoryPlan): 3/8 of it the key indexes, with the block
-// cache and memtable sizes configured beside it.
+// cache and memtable sizes configured beside it (-scale-index-memory
+// changes the index budget).
 func scaleOptions() Options {
-	return Options{CacheSize: 128 << 20, MemtableSize: 16 << 20, IndexMemory: 384 << 20, FS: vfs.Default}
+	return Options{CacheSize: 128 << 20, MemtableSize: 16 << 20, IndexMemory: *scaleIndexFlag, FS: vfs.Default}
 }
 
 // scaleSeries names the plot points of BenchmarkScale.
@@ -96,10 +98,12 @@ type scaleResult struct {
 	settledTables    uint64
 	tables, total    uint64
 	compact          time.Duration
-	hwm              int64  // the process's peak RSS, bytes
-	loadHWM          int64  // ... up to the restart
-	serveHWM         int64  // ... since the restart, -1 if unknown
-	indexDropped     int64  // keys when the load dropped the index, 0 if not
+	hwm              int64 // the process's peak RSS, bytes
+	loadHWM          int64 // ... up to the restart
+	serveHWM         int64 // ... since the restart, -1 if unknown
+	indexDropped     int64 // keys when the load dropped the index, 0 if not
+	outsideGo        int64 // RSS outside Go\'s memory after the throughput phase
+	indexKind        string
 	heapInuse        uint64 // after the throughput phase
 	heapLive         uint64 // ... after a GC
 	indexBytes       int64
@@ -113,15 +117,16 @@ type scaleResult struct {
 // process of its own, -bench 'Scale/keys=N', for its peak RSS to be its
 // own), on disk, with the Options of a 1 GiB state.memory (scaleOptions),
 // whose key index budget a partition of about 25M keys passes (it then
-// does without an index). For each size:
+// keeps a cuckoo filter instead of the exact index, or nothing if that
+// does not fit either). For each size:
 //
 //   - load: N keys with random hashes through a Loader, as a restore
 //     writes them (keys/s; the wait for Pebble's compactions after it is
 //     reported apart, settle-s);
 //   - restart: close, reopen the store and the partition, and read one
 //     stored key: restart-ms to that first decision, which does not wait
-//     for the key index; index-ready-ms until the index answers, -1
-//     without one;
+//     for the key index; index-ready-ms until the index (or filter)
+//     answers, -1 without one;
 //   - throughput: -scale-events events decided as the processor does,
 //     batches of 1,000, 9 in 10 a new key (Get, Put) and 1 in 10 a key
 //     pre-loaded (Get, found), then Retire and CommitAsync (events/s, up
@@ -130,8 +135,12 @@ type scaleResult struct {
 //     and every file (disk-B/key);
 //   - memory: the process's peak RSS (rss-MiB), the load's (load-rss-MiB)
 //     and the restarted partition's (serve-rss-MiB), the Go heap in use after the throughput phase
-//     (heap-MiB; live-heap-MiB after a GC) and the key index's
-//     (index-MiB).
+//     (heap-MiB; live-heap-MiB after a GC), what the process holds
+//     outside Go's memory then (outside-go-MiB: Pebble's block cache and
+//     memtables, malloc'd) and the key index's (index-MiB).
+//
+// Progress goes to stderr as it happens; the figures to the benchmark's
+// log, at its end.
 //
 // A size a process:
 //
@@ -191,18 +200,20 @@ func runScale(b *testing.B, n int) scaleResult {
 				b.Fatal(err)
 			}
 			commits++
-			if p.noIndex && r.indexDropped == 0 {
+			if (p.filterOnly || p.noIndex) && r.indexDropped == 0 {
 				// The Commit waited for the one before, whose Wait
-				// charged the grown index past the budget.
+				// charged the grown index past the budget. The
+				// Loader goes on without one: it reads Pebble for
+				// every key.
 				r.indexDropped = p.Stamp().Keys
-				b.Logf("load: the index went past its budget at %d keys and was dropped: RSS %d MiB, peak %d MiB",
+				progress("load: the exact index went past its budget at %d keys and was dropped: RSS %d MiB, peak %d MiB",
 					r.indexDropped, procStatus("VmRSS")>>20, procStatus("VmHWM")>>20)
 			}
 			if time.Since(lastLog) >= time.Minute {
 				lastLog = time.Now()
 				m := s.db.Metrics()
-				b.Logf("load: %d of %d keys in %v (%.0f keys/s), read-amp %d, compaction debt %d MiB, without index %v",
-					i+1, n, time.Since(start).Round(time.Second), float64(i+1)/time.Since(start).Seconds(), m.ReadAmp(), m.Compact.EstimatedDebt>>20, p.noIndex)
+				progress("load: %d of %d keys in %v (%.0f keys/s), read-amp %d, compaction debt %d MiB, without index %v",
+					i+1, n, time.Since(start).Round(time.Second), float64(i+1)/time.Since(start).Seconds(), m.ReadAmp(), m.Compact.EstimatedDebt>>20, p.index == nil || p.stale || p.noIndex)
 			}
 		}
 	}
@@ -214,17 +225,17 @@ func runScale(b *testing.B, n int) scaleResult {
 	}
 	r.load = time.Since(start)
 	stopProfile()
-	r.loadIndexless = p.noIndex
+	r.loadIndexless = p.index == nil || p.stale || p.noIndex
 	if got := p.Stamp().Keys; got != int64(n) {
 		b.Fatalf("loaded %d keys, the stamp counts %d", n, got)
 	}
 	// Pebble's compactions of what was ingested, before the restart: a
 	// restarted process finds its store settled.
 	start = time.Now()
-	settled, readAmp := settle(b, s, *scaleSettleFlag)
+	settled, readAmp := settle(s, *scaleSettleFlag)
 	r.settle, r.readAmpSettled = settled.Sub(start), readAmp
 	r.settledTables = s.DiskUsage().Tables
-	b.Logf("loaded %d keys in %v (%d commits), compactions settled in %v: read-amp %d, %.1f table bytes/key",
+	progress("loaded %d keys in %v (%d commits), compactions settled in %v: read-amp %d, %.1f table bytes/key",
 		n, r.load.Round(time.Millisecond), commits+1, r.settle.Round(time.Millisecond), r.readAmpSettled, float64(r.settledTables)/float64(n))
 	p = nil
 	if err := s.Close(); err != nil {
@@ -249,15 +260,30 @@ func runScale(b *testing.B, n int) scaleResult {
 		b.Fatalf("first lookup of a stored key after the restart: found %v, error %v", ok, err)
 	}
 	r.restart = time.Since(start)
-	for !p.noIndex && !p.IndexReady() {
+	for rebuilds := 0; !p.noIndex && !p.IndexReady(); {
 		if p.building == nil {
-			b.Fatal("the key index build failed")
+			// The build failed (a filter too small): NewBatch
+			// starts another.
+			if rebuilds++; rebuilds > 3 {
+				b.Fatal("the key index build failed 3 times")
+			}
+			p.NewBatch().Discard()
+			continue
 		}
 		time.Sleep(time.Millisecond)
 	}
+	r.indexKind = "none"
 	if !p.noIndex {
 		r.indexReady = time.Since(start)
+		r.indexKind = fmt.Sprintf("%T", p.index)
+		switch p.index.(type) {
+		case *keyIndex:
+			r.indexKind = "exact index"
+		case *cuckooFilter:
+			r.indexKind = "cuckoo filter"
+		}
 	}
+	progress("restart: first decision after %v, %s ready after %v", r.restart, r.indexKind, r.indexReady)
 
 	// 3. Throughput.
 	stopProfile = startProfile(b, "decide")
@@ -308,6 +334,9 @@ func runScale(b *testing.B, n int) scaleResult {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	r.heapInuse = ms.HeapInuse
+	r.outsideGo = procStatus("VmRSS") - int64(ms.Sys-ms.HeapReleased)
+	progress("memory after the throughput phase: RSS %d MiB (anonymous %d, files %d), Go's %d MiB mapped (heap in use %d), outside Go %d MiB; Pebble's %s",
+		procStatus("VmRSS")>>20, procStatus("RssAnon")>>20, procStatus("RssFile")>>20, (ms.Sys-ms.HeapReleased)>>20, ms.HeapInuse>>20, r.outsideGo>>20, cgoUsage(s))
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	r.heapLive = ms.HeapAlloc
@@ -355,6 +384,24 @@ func startProfile(b *testing.B, phase string) (stop func()) {
 	}
 }
 
+// cgoUsage returns Pebble's line of its memory outside Go's heap (the
+// block cache and memtables, as allocated: malloc's own overhead and
+// fragmentation are not in it).
+func cgoUsage(s *Store) string {
+	for _, l := range strings.Split(s.db.Metrics().String(), "\n") {
+		if strings.HasPrefix(l, "Cgo memory usage") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return "Cgo memory usage unknown"
+}
+
+// progress writes a line of BenchmarkScale's progress to stderr at once
+// (the benchmark's log is shown at its end, and cut past a few lines).
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
+
 // scaleEvents returns the events of the throughput phase.
 func scaleEvents() int {
 	if *scaleEventsFlag <= 0 {
@@ -367,7 +414,7 @@ func scaleEvents() int {
 // or begun for 2 s (its compaction debt need not be 0: a few L0 files
 // below the compaction threshold stay, and count as debt), and returns
 // when the last compaction ended and the read amplification then.
-func settle(b *testing.B, s *Store, limit time.Duration) (time.Time, int) {
+func settle(s *Store, limit time.Duration) (time.Time, int) {
 	start := time.Now()
 	lastBusy, lastLog, count := start, start, int64(-1)
 	for {
@@ -376,15 +423,15 @@ func settle(b *testing.B, s *Store, limit time.Duration) (time.Time, int) {
 			lastBusy, count = time.Now(), m.Compact.Count
 		}
 		if time.Since(lastBusy) >= 2*time.Second {
-			b.Logf("compactions settled: %d so far, debt %d MiB, %d L0 files, read-amp %d", m.Compact.Count, m.Compact.EstimatedDebt>>20, m.Levels[0].TablesCount, m.ReadAmp())
+			progress("compactions settled: %d so far, debt %d MiB, %d L0 files, read-amp %d", m.Compact.Count, m.Compact.EstimatedDebt>>20, m.Levels[0].TablesCount, m.ReadAmp())
 			return lastBusy, m.ReadAmp()
 		}
 		if time.Since(lastLog) >= time.Minute {
 			lastLog = time.Now()
-			b.Logf("settling: compaction debt %d MiB, %d running, read-amp %d", m.Compact.EstimatedDebt>>20, m.Compact.NumInProgress, m.ReadAmp())
+			progress("settling: compaction debt %d MiB, %d running, read-amp %d", m.Compact.EstimatedDebt>>20, m.Compact.NumInProgress, m.ReadAmp())
 		}
 		if time.Since(start) >= limit {
-			b.Logf("compactions not settled after %v: debt %d MiB, %d running, read-amp %d", limit, m.Compact.EstimatedDebt>>20, m.Compact.NumInProgress, m.ReadAmp())
+			progress("compactions not settled after %v: debt %d MiB, %d running, read-amp %d", limit, m.Compact.EstimatedDebt>>20, m.Compact.NumInProgress, m.ReadAmp())
 			return time.Now(), m.ReadAmp()
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -450,19 +497,20 @@ func reportScale(b *testing.B, r scaleResult) {
 	}
 	b.ReportMetric(mib(int64(r.heapInuse)), "heap-MiB")
 	b.ReportMetric(mib(int64(r.heapLive)), "live-heap-MiB")
+	b.ReportMetric(mib(r.outsideGo), "outside-go-MiB")
 	b.ReportMetric(mib(r.indexBytes), "index-MiB")
-	index := fmt.Sprintf("index ready %.0f ms", ready)
+	index := fmt.Sprintf("%s ready %.0f ms", r.indexKind, ready)
 	if r.indexReady == 0 {
 		index = "without index"
 	}
 	b.Logf("scale keys=%d: load %.0f keys/s (%v, settled +%v, without index during load: %v); restart to first decision %.1f ms, %s; "+
 		"%d events in %v: %.0f events/s (%d lookups answered by the index, %d read Pebble; read-amp %d, %d after the load); "+
 		"live keys %d: tables %d B (%.1f B/key, %.1f before the throughput phase), total %d B (%.1f B/key), compaction %v; "+
-		"peak RSS %.0f MiB (load %.0f MiB, since the restart %.0f MiB; index dropped at %d keys), heap in use %.0f MiB (%.0f MiB live), index %.0f MiB",
+		"peak RSS %.0f MiB (load %.0f MiB, since the restart %.0f MiB; index dropped at %d keys), heap in use %.0f MiB (%.0f MiB live), outside Go %.0f MiB, index %.0f MiB",
 		r.keys, loadRate, r.load.Round(time.Millisecond), r.settle.Round(time.Millisecond), r.loadIndexless, restart, index,
 		r.events, r.decide.Round(time.Millisecond), rate, r.indexMisses, r.hit, r.readAmpDecided, r.readAmpSettled,
 		r.liveKeys, r.tables, perKey, float64(r.settledTables)/float64(r.keys), r.total, totalPerKey, r.compact.Round(time.Millisecond),
-		mib(r.hwm), mib(r.loadHWM), mib(r.serveHWM), r.indexDropped, mib(int64(r.heapInuse)), mib(int64(r.heapLive)), mib(r.indexBytes))
+		mib(r.hwm), mib(r.loadHWM), mib(r.serveHWM), r.indexDropped, mib(int64(r.heapInuse)), mib(int64(r.heapLive)), mib(r.outsideGo), mib(r.indexBytes))
 	if *scaleRecordFlag != "" {
 		if err := recordScale(*scaleRecordFlag, r, rate, perKey); err != nil {
 			b.Fatal(err)
