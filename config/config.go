@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -12,7 +13,7 @@ import (
 )
 
 // Config is the whole configuration of one kdedup instance, as read from the
-// YAML file of DESIGN.md section 6.2, then the environment (KDEDUP_ + the
+// YAML file (docs/configuration.md), then the environment (KDEDUP_ + the
 // upper-cased field path), then command-line overrides.
 //
 // The zero value is not usable: call EnsureDefaults, then Validate. Load does
@@ -63,6 +64,23 @@ type Config struct {
 	// admin API. Default: empty, which disables it (several instances often
 	// share one host, and a fixed default port would collide).
 	AdminAddr string `yaml:"admin_addr"`
+	// AdminToken, when set, guards the admin API (/v1/...) and the state
+	// endpoints (/state/...): a request must carry "Authorization: Bearer
+	// <token>" or is answered 401. /healthz, /readyz and /metrics stay
+	// open. Without a token those endpoints are served only when
+	// admin_addr is a loopback address (127.0.0.1, ::1, localhost), and
+	// answered 403 elsewhere: anyone who reaches the port could otherwise
+	// make a key pass twice. Set it in the environment
+	// (KDEDUP_ADMIN_TOKEN) or use AdminTokenFile rather than in the file.
+	// It is never logged, and printed redacted. Default: empty.
+	AdminToken Secret `yaml:"admin_token"`
+	// AdminTokenFile is a file holding the admin token (one trailing
+	// newline is ignored), as a mounted Kubernetes or Docker secret. Read
+	// when the configuration is loaded. Default: empty.
+	AdminTokenFile string `yaml:"admin_token_file"`
+	// AdminTLS serves the admin address over HTTPS. Default: off (plain
+	// HTTP).
+	AdminTLS AdminTLS `yaml:"admin_tls"`
 	// LogLevel is the least severe level logged: debug, info, warn or
 	// error. Default: info.
 	LogLevel string `yaml:"log_level"`
@@ -120,6 +138,39 @@ type TLS struct {
 	// it allows a man in the middle. Default: false.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
+
+// ReadAdminToken returns the admin token: AdminToken, or the content of
+// AdminTokenFile without one trailing newline; "" when neither is set.
+func (c *Config) ReadAdminToken() (string, error) {
+	if c.AdminTokenFile == "" {
+		return c.AdminToken.Reveal(), nil
+	}
+	b, err := os.ReadFile(c.AdminTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("admin_token_file: %w", err)
+	}
+	tok := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if tok == "" {
+		return "", fmt.Errorf("admin_token_file: %s is empty", c.AdminTokenFile)
+	}
+	return tok, nil
+}
+
+// AdminTLS is the TLS of the admin listener.
+type AdminTLS struct {
+	// CertFile and KeyFile are the PEM certificate the admin listener
+	// presents and its key. Both or neither; both set turns HTTPS on.
+	// Default: none, plain HTTP.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// CAFile is a PEM file of the certificate authorities that verify the
+	// admin certificate when kdedup's own commands (kdedup keys, kdedup
+	// state snapshot) call an instance. Default: the system's roots.
+	CAFile string `yaml:"ca_file"`
+}
+
+// On reports whether the admin listener serves HTTPS.
+func (t AdminTLS) On() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 // On reports whether TLS is enabled: Enabled or any other field set.
 func (t TLS) On() bool {

@@ -230,6 +230,28 @@ func TestGoodFiles(t *testing.T) {
 		}
 	})
 
+	t.Run("admin", func(t *testing.T) {
+		c := mustLoad(t, LoadOptions{File: "testdata/admin.good.yaml"})
+		if tok, err := c.ReadAdminToken(); err != nil || tok != "s3cret-admin-token" {
+			t.Errorf("token from admin_token_file = %q, %v", tok, err)
+		}
+		if !c.AdminTLS.On() {
+			t.Errorf("admin_tls = %+v: want it on", c.AdminTLS)
+		}
+		c = mustLoad(t, LoadOptions{File: "testdata/admin.good.yaml", Env: []string{"KDEDUP_ADMIN_TOKEN=from-env"},
+			Overrides: []Override{{Path: "admin_token_file", Value: ""}}})
+		if tok, err := c.ReadAdminToken(); err != nil || tok != "from-env" {
+			t.Errorf("token from KDEDUP_ADMIN_TOKEN = %q, %v", tok, err)
+		}
+		out, err := yaml.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(out), "from-env") {
+			t.Errorf("printed configuration shows the token:\n%s", out)
+		}
+	})
+
 	t.Run("repartition", func(t *testing.T) {
 		c := mustLoad(t, LoadOptions{File: "testdata/repartition.good.yaml"})
 		if got := c.Streams[0].RepartitionTopic; got != "billing.push.repartition" {

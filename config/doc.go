@@ -1,5 +1,4 @@
-// Package config owns kdedup's configuration contract (DESIGN.md section
-// 6.2): the Config type and its defaults, reading it, and deciding whether
+// Package config owns kdedup's configuration contract (docs/configuration.md): the Config type and its defaults, reading it, and deciding whether
 // it is usable.
 //
 // Load reads a configuration from three sources, each overriding the one

@@ -54,7 +54,7 @@ func ParseOverride(s string) (Override, error) {
 // file (if any), then the environment, then the overrides; it then fills in
 // the defaults (EnsureDefaults) and validates the result (Validate).
 //
-// The file's fields are those of DESIGN.md section 6.2: an unknown field, a
+// The file's fields are those of docs/configuration.md: an unknown field, a
 // field set twice or a value of the wrong type is an error naming the
 // field's path. An empty file, or one of only comments, sets nothing.
 //

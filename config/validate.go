@@ -277,6 +277,30 @@ func (c *Config) problems() []Problem {
 			add("admin_addr", "invalid port %s", quote(port))
 		}
 	}
+	switch {
+	case c.AdminToken != "" && c.AdminTokenFile != "":
+		add("admin_token_file", "set admin_token or admin_token_file, not both")
+	case c.AdminTokenFile != "":
+		if st, err := os.Stat(c.AdminTokenFile); err != nil {
+			add("admin_token_file", "%v", err)
+		} else if st.IsDir() {
+			add("admin_token_file", "%s is a directory", quote(c.AdminTokenFile))
+		}
+	}
+	if (c.AdminTLS.CertFile == "") != (c.AdminTLS.KeyFile == "") {
+		add("admin_tls", "cert_file and key_file go together: set both or neither")
+	}
+	for _, f := range [][2]string{{"admin_tls.cert_file", c.AdminTLS.CertFile}, {"admin_tls.key_file", c.AdminTLS.KeyFile}, {"admin_tls.ca_file", c.AdminTLS.CAFile}} {
+		path, name := f[0], f[1]
+		if name == "" {
+			continue
+		}
+		if st, err := os.Stat(name); err != nil {
+			add(path, "%v", err)
+		} else if st.IsDir() {
+			add(path, "%s is a directory", quote(name))
+		}
+	}
 	if c.State.CacheSize <= 0 {
 		add("state.cache_size", "must be greater than 0")
 	}

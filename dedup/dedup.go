@@ -13,7 +13,7 @@ import (
 	"github.com/kdedup/kdedup/config"
 )
 
-// Reason is the decision taken for one record (DESIGN.md 6.3).
+// Reason is the decision taken for one record (docs/decisions.md).
 type Reason uint8
 
 // The decisions. Their String forms are the contract's reason names, used in

@@ -1,7 +1,7 @@
 // Package dedup decides, for each record of a stream, whether its
 // idempotency key is first seen, a duplicate, a conflict (the key reused
 // with a different payload), invalid, missing or malformed — the decisions of
-// DESIGN.md section 6.3.
+// docs/decisions.md.
 //
 // The package is pure: it knows nothing of Kafka or Pebble. It reaches the
 // key store through the small State interface, which the state package

@@ -104,7 +104,7 @@ func equalJSON(a, b any) bool {
 }
 
 // fuzzStreams are the configurations FuzzDecide checks every input
-// against, all with a ttl of 1s. Each uses the DESIGN.md 6.3 rules (source
+// against, all with a ttl of 1s. Each uses the rules of docs/decisions.md (source
 // order, key_max_length, key_format, scope); header-json-fields, uuid and
 // fields-first also keep its ttl_mode fixed and conflict on the value
 // bytes, while short-refresh and compare add what the README documents

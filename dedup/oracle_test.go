@@ -1,7 +1,7 @@
 package dedup
 
 // A reference implementation of the decisions, written from the contract
-// (DESIGN.md 6.3, README "Decisions" and "Windows, lateness and garbage
+// (docs/decisions.md, README "Decisions" and "Windows, lateness and garbage
 // collection") for FuzzDecide to check the engine against. It reads the
 // stream's config.Stream directly, never the compiled Rules, and uses
 // encoding/json, regexp and plain maps: nothing of the engine's scanner,

@@ -6,7 +6,7 @@
 // partitions as the input, else in the partition Kafka's default
 // partitioner would pick for its key (murmur2), so that consumers keyed on
 // the same key agree with other producers. An audit record is the input
-// record unchanged plus the dedup.* headers of DESIGN.md 6.4, in partition
+// record unchanged plus the dedup.* headers of docs/records.md, in partition
 // (input partition mod audit partitions), so that the audit keeps each
 // input partition's order.
 //

@@ -12,7 +12,7 @@ import (
 	"github.com/kdedup/kdedup/dedup"
 )
 
-// Audit header names (DESIGN.md 6.4).
+// Audit header names (docs/records.md).
 const (
 	HeaderReason  = "dedup.reason"
 	HeaderStream  = "dedup.stream"

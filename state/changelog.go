@@ -11,7 +11,7 @@ import (
 
 // The changelog carries every state change of every partition, written in
 // the transaction that decided it, so that another instance can rebuild a
-// partition's state from it (DESIGN.md section 3). Its records are keyed
+// partition's state from it (docs/architecture.md, "Restore"). Its records are keyed
 // for log compaction: the latest record of each key is all a restore
 // needs.
 //

@@ -22,7 +22,7 @@ var (
 	eventsFlag = flag.Int("events", 100_000, "events per seed in TestRandomStream")
 )
 
-// model is DESIGN.md 6.3 written as plainly as possible, with no hashing,
+// model is docs/decisions.md written as plainly as possible, with no hashing,
 // no JSON parsing and no persistence: the generator tells it each record's
 // intended key, tenant and payload.
 type model struct {

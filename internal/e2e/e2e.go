@@ -1,6 +1,6 @@
 // Package e2e is the end-to-end harness of kdedup's tests: a workload of
 // push and order events with every kind of decision, an independent model of
-// DESIGN.md 6.3 that says what each input record must become, and a checker
+// docs/decisions.md that says what each input record must become, and a checker
 // that reads the output and audit topics under read_committed and compares
 // them with the model record by record.
 //
@@ -348,7 +348,7 @@ type streamModel struct {
 	uuid                   bool
 }
 
-// Model decides input records as DESIGN.md 6.3 and the configuration
+// Model decides input records as docs/decisions.md and the configuration
 // reference say, for Config's two streams, in each partition's offset
 // order.
 type Model struct {
