@@ -288,6 +288,46 @@ func Compile(s config.Stream) (*Rules, error) {
 // Name returns the stream's name.
 func (r *Rules) Name() string { return r.name }
 
+// ScopeParts returns how many parts namespace the stream's keys (its
+// scope's length).
+func (r *Rules) ScopeParts() int { return len(r.scope) }
+
+// ErrScope is returned by KeyHash for more scope values than the stream
+// has scope parts.
+var ErrScope = errors.New("dedup: more scope values than the stream has scope parts")
+
+// KeyHash returns the scoped hash of key in the stream, with scope the
+// values of its scope parts in the order the configuration lists them
+// (a missing value counts as "", as a missing part of a record does): the
+// Hash a record with that key and those parts is decided under. The admin
+// API looks keys up and forgets them by it.
+func (r *Rules) KeyHash(key []byte, scope []string) (Hash, error) {
+	if len(scope) > len(r.scope) {
+		return Hash{}, fmt.Errorf("%w: %d given, %s has %d", ErrScope, len(scope), r.name, len(r.scope))
+	}
+	e := Engine{rules: r}
+	e.writeBytes(r.nameBytes)
+	e.writeLen(len(r.scope))
+	for i := range r.scope {
+		var v []byte
+		if i < len(scope) {
+			v = []byte(scope[i])
+		}
+		e.writeBytes(v)
+	}
+	e.writeBytes(key)
+	var h Hash
+	sum := e.digest()
+	copy(h[:], sum[:])
+	return h, nil
+}
+
+// Live reports whether e is live in a partition whose watermark (newest
+// record timestamp) is wm: not yet retired (its expiry plus the stream's
+// lateness is above wm). A record with the key and a timestamp below
+// e.Expiry decides as a duplicate or a conflict of e.
+func (r *Rules) Live(e Entry, wm int64) bool { return wm < addSat(e.Expiry, r.lateness) }
+
 // TTL returns the stream's ttl: a key stored for a record of timestamp t
 // expires at t + TTL at the latest (ttl_mode refresh moves it to a later
 // record's timestamp + TTL).

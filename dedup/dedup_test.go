@@ -1,6 +1,7 @@
 package dedup
 
 import (
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -381,5 +382,51 @@ func TestRoute(t *testing.T) {
 	c, _ := e.Route(&Record{Partition: 0, Headers: hdr("Idempotency-Key", "k1", "tenant-id", "u"), Value: []byte(`{}`)})
 	if a != b || a == c {
 		t.Fatalf("routes %x %x %x", a, b, c)
+	}
+}
+
+// TestKeyHash checks that the hash the admin API computes from a key and
+// scope values is the one Decide stores the key under, for header and
+// JSON scope parts, a missing part and escaped JSON.
+func TestKeyHash(t *testing.T) {
+	rules, err := Compile(stream(func(s *config.Stream) {
+		s.Scope = []config.ScopePart{{Header: "tenant-id"}, {JSON: "region"}}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(rules)
+	for _, tc := range []struct {
+		name    string
+		headers []Header
+		value   string
+		key     string
+		scope   []string
+	}{
+		{"both parts", hdr("Idempotency-Key", "k1", "tenant-id", "t1"), `{"region":"eu"}`, "k1", []string{"t1", "eu"}},
+		{"json key, escaped part", hdr("tenant-id", "t1"), `{"data":{"resubmitCheckKey":"k\u00e9"},"region":"e\"u"}`, "k\u00e9", []string{"t1", `e"u`}},
+		{"missing parts are empty", hdr("Idempotency-Key", "k2"), `{}`, "k2", nil},
+		{"trailing part omitted", hdr("Idempotency-Key", "k3", "tenant-id", "t9"), `{}`, "k3", []string{"t9"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := e.Decide(newMapState(), &Record{Timestamp: sec, Headers: tc.headers, Value: []byte(tc.value)})
+			if err != nil || d.Reason != FirstSeen {
+				t.Fatalf("Decide = %v, %v", d.Reason, err)
+			}
+			h, err := rules.KeyHash([]byte(tc.key), tc.scope)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h != d.Hash {
+				t.Errorf("KeyHash(%q, %q) = %x, Decide stored %x", tc.key, tc.scope, h, d.Hash)
+			}
+			other, _ := rules.KeyHash([]byte(tc.key), []string{"another-tenant"})
+			if other == d.Hash {
+				t.Errorf("another tenant's key hashes alike")
+			}
+		})
+	}
+	if _, err := rules.KeyHash([]byte("k"), []string{"a", "b", "c"}); !errors.Is(err, ErrScope) {
+		t.Errorf("three scope values for two parts: %v, want ErrScope", err)
 	}
 }

@@ -1,6 +1,7 @@
 package producer
 
 import (
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -49,6 +50,12 @@ const (
 	// outside the topic's message.timestamp.before/after.max.ms, or a
 	// record the topic cannot take (a compacted output and no key).
 	ReasonRefused = "refused"
+	// ReasonForgotten is the dedup.reason of the audit record an admin
+	// forget of a key leaves (Forgotten): its value is empty.
+	ReasonForgotten = "forgotten"
+	// HeaderScope is set, on a forgotten record, to the scope values the
+	// key was forgotten under, as a JSON array of strings.
+	HeaderScope = "dedup.scope"
 )
 
 // Refusal reports whether err, a record's produce error, is a broker
@@ -273,6 +280,37 @@ func errorName(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// Forgotten returns the audit record of an admin forget of key in stream:
+// an empty value, timestamp at, and the headers dedup.reason (forgotten),
+// dedup.stream, dedup.key, dedup.scope (the scope values, as JSON),
+// dedup.first and dedup.first_ts (the forgotten entry's first-seen
+// record). It goes to the audit partition of the state partition the key
+// was forgotten in, as the audit records of that partition's input do.
+func Forgotten(topic string, partitions int32, stream string, key []byte, scope []string, e *dedup.Entry, at time.Time) *kgo.Record {
+	sc, _ := json.Marshal(scope) // a []string always marshals
+	if scope == nil {
+		sc = []byte("[]")
+	}
+	p := e.Partition
+	if partitions > 0 {
+		p %= partitions
+	}
+	return &kgo.Record{
+		Topic:     topic,
+		Partition: p,
+		Value:     []byte{},
+		Timestamp: at,
+		Headers: []kgo.RecordHeader{
+			{Key: HeaderReason, Value: []byte(ReasonForgotten)},
+			{Key: HeaderStream, Value: []byte(stream)},
+			{Key: HeaderKey, Value: append([]byte(nil), key...)},
+			{Key: HeaderScope, Value: sc},
+			{Key: HeaderFirst, Value: coordinates(e.Topic, e.Partition, e.Offset)},
+			{Key: HeaderFirstTS, Value: strconv.AppendInt(nil, e.FirstSeen, 10)},
+		},
+	}
 }
 
 func coordinates(topic string, partition int32, offset int64) []byte {

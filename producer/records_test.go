@@ -3,6 +3,7 @@ package producer
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -194,4 +195,39 @@ func sameHeaders(a, b []kgo.RecordHeader) bool {
 		}
 	}
 	return true
+}
+
+func TestForgotten(t *testing.T) {
+	e := &dedup.Entry{Topic: "push-events", Partition: 5, Offset: 42, FirstSeen: 1700000000123}
+	at := time.UnixMilli(1800000000000)
+	for _, tc := range []struct {
+		name  string
+		scope []string
+		want  string
+	}{
+		{"no scope", nil, `[]`},
+		{"scope values", []string{"tenant-1", `a"b`}, `["tenant-1","a\"b"]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Forgotten("dedup.audit", 4, "push", []byte("k-1"), tc.scope, e, at)
+			if r.Topic != "dedup.audit" || r.Partition != 1 || len(r.Value) != 0 || r.Value == nil || !r.Timestamp.Equal(at) {
+				t.Errorf("record %s/%d value %q at %v", r.Topic, r.Partition, r.Value, r.Timestamp)
+			}
+			got := map[string]string{}
+			for _, h := range r.Headers {
+				got[h.Key] = string(h.Value)
+			}
+			want := map[string]string{
+				HeaderReason:  ReasonForgotten,
+				HeaderStream:  "push",
+				HeaderKey:     "k-1",
+				HeaderScope:   tc.want,
+				HeaderFirst:   "push-events/5/42",
+				HeaderFirstTS: "1700000000123",
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("headers %v\nwant    %v", got, want)
+			}
+		})
+	}
 }
