@@ -68,14 +68,27 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 			}
 			return nil
 		}
+		if !p.txn.open && p.keysWaiting() {
+			if err := p.serveKeys(ctx, c); err != nil {
+				return err
+			}
+		}
 		// Idle, the poll wakes up now and then to let partitions write
-		// what they hold in memory (tick).
+		// what they hold in memory (tick), and at once for a key
+		// request (wake).
 		deadline := time.Now().Add(idleTick)
 		if p.txn.open {
 			deadline = p.txn.start.Add(p.opts.CommitInterval)
 		}
 		pollCtx, cancel := context.WithDeadline(ctx, deadline)
+		if !p.txn.open {
+			p.setWake(cancel)
+			if p.keysWaiting() {
+				cancel() // queued before setWake: serve it now
+			}
+		}
 		fetches := c.PollRecords(pollCtx, p.opts.MaxPollRecords)
+		p.setWake(nil)
 		cancel()
 		if fetches.IsClientClosed() {
 			return errors.New("client closed")

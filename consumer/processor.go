@@ -212,6 +212,15 @@ type Processor struct {
 	// txn is the open transaction.
 	txn  transaction
 	hdrs []dedup.Header // scratch of record, for forward
+
+	// keyReqs are the key admin requests waiting for the loop (keys.go);
+	// keyRetry the forgets whose transaction did not commit, tried again
+	// by the loop's next serveKeys.
+	keyReqs  chan *keyRequest
+	keyRetry []*keyRequest
+	// wakePoll, guarded by wakeMu, ends the loop's idle poll (wake).
+	wakeMu   sync.Mutex
+	wakePoll context.CancelFunc
 }
 
 type tp struct {
@@ -334,6 +343,7 @@ func New(opts Options) (*Processor, error) {
 		assigned:     map[tp]bool{},
 		stallRejoins: map[tp]time.Time{},
 		txnID:        opts.Group + "-" + opts.InstanceID,
+		keyReqs:      make(chan *keyRequest, maxKeyRequests),
 		clParts:      opts.Partitions[opts.ChangelogTopic],
 	}
 	if p.obs == nil {
@@ -437,6 +447,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		err := p.session(ctx)
 		p.ready.Store(false)
 		if ctx.Err() != nil {
+			p.failKeys()
 			p.closePartitions()
 			return nil
 		}
@@ -445,6 +456,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		p.log.Warn().Err(err).Str("reason", reason).Dur("retry_in", backoff).Msg("rebuilding the client session")
 		select {
 		case <-ctx.Done():
+			p.failKeys()
 			p.closePartitions()
 			return nil
 		case <-time.After(backoff):
@@ -479,6 +491,9 @@ func (p *Processor) session(ctx context.Context) (err error) {
 	p.pending = nil
 	p.events.Unlock()
 	clear(p.assigned)
+	// Forgets of a transaction the last session left open never
+	// committed: try them again.
+	p.forgetsEnded(p.txn.forgets, false)
 	p.resetTxn()
 	if p.opts.Guarantee == config.ExactlyOnce {
 		sess, serr := kgo.NewGroupTransactSession(p.groupOpts()...)

@@ -115,6 +115,13 @@ func interval(d time.Duration) func(*Options) { return func(o *Options) { o.Comm
 // stop is called.
 func (rc *runCluster) start(t *testing.T, dir, id string, obs Observer, opts ...func(*Options)) (stop func()) {
 	t.Helper()
+	_, stop = rc.startProc(t, dir, id, obs, opts...)
+	return stop
+}
+
+// startProc is start that also returns the processor.
+func (rc *runCluster) startProc(t *testing.T, dir, id string, obs Observer, opts ...func(*Options)) (proc *Processor, stop func()) {
+	t.Helper()
 	rules, store := pushStore(t, dir)
 	n := rc.parts
 	o := Options{
@@ -152,7 +159,7 @@ func (rc *runCluster) start(t *testing.T, dir, id string, obs Observer, opts ...
 		})
 	}
 	t.Cleanup(stop)
-	return stop
+	return p, stop
 }
 
 // waitOutputs reads the output topic under read_committed until it holds

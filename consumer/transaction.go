@@ -23,6 +23,9 @@ type transaction struct {
 	// fwdNext is, per forwarded input partition, the offset after its
 	// last record in the transaction.
 	fwdNext map[tp]int64
+	// forgets are the key forgets (keys.go) written in it, answered when
+	// it ends.
+	forgets []*keyRequest
 }
 
 // begin opens a transaction on c unless one is open.
@@ -58,6 +61,7 @@ func (p *Processor) end(ctx context.Context, c client) error {
 	t := p.txn
 	commit, err := p.prepareEnd(ctx, c)
 	if err != nil {
+		p.forgetsEnded(t.forgets, false)
 		p.resetTxn()
 		return err
 	}
@@ -71,12 +75,15 @@ func (p *Processor) end(ctx context.Context, c client) error {
 		p.log.Warn().Err(failErr).Msg("transaction aborted: a record could not be produced")
 	}
 	if err != nil {
+		p.forgetsEnded(t.forgets, false)
 		return fmt.Errorf("ending transaction (outcome unknown): %w", err)
 	}
 	if committed {
 		p.applyCommitted(t)
+		p.forgetsEnded(t.forgets, true)
 		return nil
 	}
+	p.forgetsEnded(t.forgets, false)
 	p.discard()
 	why := "transaction aborted; consuming again from the committed offsets"
 	if t.rewind {
