@@ -2,16 +2,19 @@ package admin
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kdedup/kdedup/consumer"
 	"github.com/kdedup/kdedup/dedup"
 )
 
 // Metrics are kdedup's Prometheus metrics. They implement
-// consumer.Observer.
+// consumer.Observer. docs/metrics.md lists them all.
 type Metrics struct {
 	Registry     *prometheus.Registry
 	eventsIn     *prometheus.CounterVec
@@ -22,10 +25,14 @@ type Metrics struct {
 	restored     *prometheus.GaugeVec
 	restoreTotal *prometheus.GaugeVec
 	rebuilds     *prometheus.CounterVec
+	ready        atomic.Pointer[func() bool]
+	kgo          kgoHooks
 }
 
-// NewMetrics registers the metrics (and the Go and process collectors) on
-// a new registry.
+// NewMetrics registers the metrics (and the Go and process collectors, and
+// the franz-go client metrics KgoHooks feeds) on a new registry. The
+// transaction outcomes and the rebuild reasons start at zero, so that a
+// rate over them has data before the first abort or rebuild.
 func NewMetrics() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
@@ -55,10 +62,35 @@ func NewMetrics() *Metrics {
 			Name: "kdedup_session_rebuilds_total", Help: "Client sessions ended by a failure and rebuilt (the group rejoined), by reason (unknown_outcome, partition_stalled, restore_stalled, stale_offsets).",
 		}, []string{"reason"}),
 	}
-	m.Registry.MustRegister(m.eventsIn, m.decisions, m.transactions, m.commitTime, m.keys, m.restored, m.restoreTotal, m.rebuilds,
+	readyGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "kdedup_ready", Help: "1 when the processor consumes with every assigned partition restored (as /readyz answers 200), else 0.",
+	}, func() float64 {
+		if f := m.ready.Load(); f != nil && (*f)() {
+			return 1
+		}
+		return 0
+	})
+	m.Registry.MustRegister(m.eventsIn, m.decisions, m.transactions, m.commitTime, m.keys, m.restored, m.restoreTotal, m.rebuilds, readyGauge,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, o := range []string{"committed", "aborted"} {
+		m.transactions.WithLabelValues(o)
+	}
+	for _, r := range []string{consumer.RebuildUnknownOutcome, consumer.RebuildPartitionStalled, consumer.RebuildRestoreStalled, consumer.RebuildStaleOffsets} {
+		m.rebuilds.WithLabelValues(r)
+	}
+	m.kgo = newKgoHooks(m.Registry)
 	return m
 }
+
+// SetReady makes kdedup_ready report ready (the processor's Ready); until
+// it is called, kdedup_ready is 0.
+func (m *Metrics) SetReady(ready func() bool) { m.ready.Store(&ready) }
+
+// KgoHooks returns the hooks that add a franz-go client's events to the
+// kdedup_kgo_* metrics: give every client kgo.WithHooks(m.KgoHooks()).
+// Any number of clients, alive at once or one after another, may share
+// them.
+func (m *Metrics) KgoHooks() kgo.Hook { return m.kgo }
 
 // Decided counts n decisions r of stream. Safe for concurrent use.
 func (m *Metrics) Decided(stream string, r dedup.Reason, n int) {

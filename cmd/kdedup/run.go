@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"syscall"
 	"time"
 
@@ -194,6 +195,19 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 	}
 
 	metrics := admin.NewMetrics()
+	// The lag collector asks the brokers on scrapes with a client of its
+	// own, outside the processor's (and outside kdedup_kgo_*, which count
+	// the processing's traffic).
+	lagCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.MetadataMinAge(time.Second)}, secure...)...)
+	if err != nil {
+		return fmt.Errorf("brokers %v: %w", brokers, err)
+	}
+	defer lagCl.Close()
+	metrics.Registry.MustRegister(
+		admin.NewPebbleCollector(store.Metrics),
+		admin.NewDiskCollector(cfg.StateDir),
+		admin.NewLagCollector(kadm.NewClient(lagCl), cfg.Group, cfg.InstanceID, admin.LagOptions{}),
+	)
 	proc, err := consumer.New(consumer.Options{
 		Brokers:        brokers,
 		Group:          cfg.Group,
@@ -209,17 +223,24 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		Log:            log,
 		Observer:       metrics,
 		Limits:         limits,
-		ClientOpts:     secure,
+		ClientOpts:     append(slices.Clip(secure), kgo.WithHooks(metrics.KgoHooks())),
 		RestoreBuffer:  mem.restoreBuffer,
 	})
 	if err != nil {
 		return err
 	}
+	metrics.SetReady(proc.Ready)
 	if cfg.AdminAddr != "" {
-		srv, err := admin.Listen(cfg.AdminAddr, metrics, proc.Ready, log)
+		token, err := cfg.ReadAdminToken()
 		if err != nil {
 			return err
 		}
+		srv, err := admin.Listen(cfg.AdminAddr, metrics, proc.Ready, log,
+			admin.WithToken(token), admin.WithTLS(cfg.AdminTLS.CertFile, cfg.AdminTLS.KeyFile))
+		if err != nil {
+			return err
+		}
+		srv.HandleKeys(proc, cfg.InstanceID)
 		srv.HandleSnapshot(func() (any, error) {
 			dir, err := filepath.Abs(filepath.Join(cfg.StateDir, "snapshots", time.Now().UTC().Format("20060102T150405.000000000Z")))
 			if err != nil {
@@ -233,7 +254,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 			return snapshotAnswer{Dir: dir, Manifest: m}, nil
 		})
 		go srv.Serve(ctx)
-		log.Info().Str("addr", srv.Addr()).Msg("admin endpoints: /healthz /readyz /metrics")
+		log.Info().Str("addr", srv.Addr()).Bool("token", token != "").Bool("tls", cfg.AdminTLS.On()).Msg("admin endpoints: /healthz /readyz /metrics /v1/keys /state/snapshot")
 	}
 	if opts.started != nil {
 		opts.started(served{brokers: brokers, metrics: metrics, proc: proc})
