@@ -75,8 +75,10 @@ type Config struct {
 	// It is never logged, and printed redacted. Default: empty.
 	AdminToken Secret `yaml:"admin_token"`
 	// AdminTokenFile is a file holding the admin token (one trailing
-	// newline is ignored), as a mounted Kubernetes or Docker secret. Read
-	// when the configuration is loaded. Default: empty.
+	// newline is ignored), as a mounted Kubernetes or Docker secret.
+	// Loading the configuration checks that it exists; it is read when
+	// the admin listener starts and by kdedup's commands that call an
+	// instance (ReadAdminToken). Default: empty.
 	AdminTokenFile string `yaml:"admin_token_file"`
 	// AdminTLS serves the admin address over HTTPS. Default: off (plain
 	// HTTP).
@@ -112,8 +114,9 @@ type SASL struct {
 	// PasswordFile. It is never logged, and printed redacted.
 	Password Secret `yaml:"password"`
 	// PasswordFile is a file holding the password (one trailing newline
-	// is ignored), as a mounted Kubernetes or Docker secret. Read when the
-	// configuration is loaded.
+	// is ignored), as a mounted Kubernetes or Docker secret. Loading the
+	// configuration checks that it exists; it is read when kdedup
+	// connects.
 	PasswordFile string `yaml:"password_file"`
 }
 

@@ -434,7 +434,7 @@ func (p *Processor) forget(ctx context.Context, c client, r *keyRequest, ks KeyS
 		}
 		p.changelog(ctx, c, st, state.Tombstone(st.tp.topic, st.tp.partition, r.h), nil, nil)
 		e := ke.Entry
-		p.w.Forgotten(ctx, c, r.q.Stream, []byte(r.q.Key), r.q.Scope, &e)
+		p.w.Forgotten(ctx, c, r.q.Stream, st.tp.partition, []byte(r.q.Key), r.q.Scope, &e)
 		p.log.Info().Str("stream", r.q.Stream).Str("topic", ke.Topic).Int32("partition", ke.Partition).
 			Str("key", r.q.Key).Strs("scope", r.q.Scope).Msg("forgetting a key (admin API)")
 	}

@@ -286,14 +286,15 @@ func errorName(err error) string {
 // an empty value, timestamp at, and the headers dedup.reason (forgotten),
 // dedup.stream, dedup.key, dedup.scope (the scope values, as JSON),
 // dedup.first and dedup.first_ts (the forgotten entry's first-seen
-// record). It goes to the audit partition of the state partition the key
-// was forgotten in, as the audit records of that partition's input do.
-func Forgotten(topic string, partitions int32, stream string, key []byte, scope []string, e *dedup.Entry, at time.Time) *kgo.Record {
+// record). It goes to the audit partition of statePartition, the
+// partition whose state held the key (the input's, or the repartition
+// topic's), as the audit records of that partition's records do.
+func Forgotten(topic string, partitions int32, stream string, statePartition int32, key []byte, scope []string, e *dedup.Entry, at time.Time) *kgo.Record {
 	sc, _ := json.Marshal(scope) // a []string always marshals
 	if scope == nil {
 		sc = []byte("[]")
 	}
-	p := e.Partition
+	p := statePartition
 	if partitions > 0 {
 		p %= partitions
 	}

@@ -209,7 +209,7 @@ func TestForgotten(t *testing.T) {
 		{"scope values", []string{"tenant-1", `a"b`}, `["tenant-1","a\"b"]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := Forgotten("dedup.audit", 4, "push", []byte("k-1"), tc.scope, e, at)
+			r := Forgotten("dedup.audit", 4, "push", 5, []byte("k-1"), tc.scope, e, at)
 			if r.Topic != "dedup.audit" || r.Partition != 1 || len(r.Value) != 0 || r.Value == nil || !r.Timestamp.Equal(at) {
 				t.Errorf("record %s/%d value %q at %v", r.Topic, r.Partition, r.Value, r.Timestamp)
 			}

@@ -149,8 +149,8 @@ func (w *Writer) Changelog(ctx context.Context, c Client, topic string, partitio
 // by scope, in stream: entry e, stored for input partition e.Partition,
 // is removed from the state in the same transaction (Forgotten, the
 // record builder). A failure fails the transaction.
-func (w *Writer) Forgotten(ctx context.Context, c Client, stream string, key []byte, scope []string, e *dedup.Entry) {
-	r := Forgotten(w.opts.AuditTopic, w.opts.AuditPartitions, stream, key, scope, e, time.Now())
+func (w *Writer) Forgotten(ctx context.Context, c Client, stream string, statePartition int32, key []byte, scope []string, e *dedup.Entry) {
+	r := Forgotten(w.opts.AuditTopic, w.opts.AuditPartitions, stream, statePartition, key, scope, e, time.Now())
 	c.Produce(context.WithoutCancel(ctx), r, func(_ *kgo.Record, err error) {
 		if err != nil {
 			w.Fail(fmt.Errorf("writing the audit record of forgetting key %q of %s: %w", key, stream, err))

@@ -104,14 +104,16 @@ func snapshot(cfg *config.Config, dir string, stderr io.Writer) (*state.Snapshot
 	if cfg.AdminAddr == "" {
 		return nil, fmt.Errorf("%w (is kdedup running with this state_dir? stop it, or set admin_addr so that the running instance takes the snapshot)", err)
 	}
-	resp, perr := http.Post("http://"+cfg.AdminAddr+"/state/snapshot", "", nil)
+	cl, cerr := newAdminClient(cfg, 10*time.Minute)
+	if cerr != nil {
+		return nil, fmt.Errorf("%w; asking the running instance at admin_addr %s: %w", err, cfg.AdminAddr, cerr)
+	}
+	code, _, body, perr := cl.do(context.Background(), http.MethodPost, cfg.AdminAddr, "/state/snapshot", nil)
 	if perr != nil {
 		return nil, fmt.Errorf("%w; asking the running instance at admin_addr %s: %w", err, cfg.AdminAddr, perr)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("the running instance at %s could not take a snapshot: %s: %s", cfg.AdminAddr, resp.Status, strings.TrimSpace(string(body)))
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("the running instance at %s could not take a snapshot: %d %s: %s", cfg.AdminAddr, code, http.StatusText(code), strings.TrimSpace(string(body)))
 	}
 	var a snapshotAnswer
 	if err := json.Unmarshal(body, &a); err != nil || a.Manifest == nil {
