@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,9 +14,12 @@ import (
 	"github.com/kdedup/kdedup/dedup"
 )
 
-// Kafka's own test vectors (clients UtilsTest.testMurmur2).
-func TestMurmur2(t *testing.T) {
-	for in, want := range map[string]int32{
+// TestKeyPartition: OutputPartition partitions keyed records as Kafka's
+// Java default partitioner does, toPositive(murmur2(key)) % n, checked
+// with Kafka's own murmur2 test vectors (clients UtilsTest.testMurmur2)
+// through franz-go's partitioner.
+func TestKeyPartition(t *testing.T) {
+	for in, hash := range map[string]int32{
 		"21":                         -973932308,
 		"foobar":                     -790332482,
 		"a-little-bit-long-string":   -985981536,
@@ -23,10 +27,28 @@ func TestMurmur2(t *testing.T) {
 		"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
 		"abc": 479470107,
 	} {
-		if got := int32(murmur2([]byte(in))); got != want {
-			t.Errorf("murmur2(%q) = %d, want %d", in, got, want)
+		for _, n := range []int32{1, 2, 3, 5, 7, 8, 12, 16, 31, 100, 1000, 1 << 20} {
+			r := &kgo.Record{Partition: 0, Key: []byte(in)}
+			if got, want := OutputPartition(r, n, n+1), (hash&0x7fffffff)%n; got != want {
+				t.Errorf("key %q, %d partitions: partition %d, want %d", in, n, got, want)
+			}
 		}
 	}
+	// The shared partitioner must not keep state for keyed records
+	// (go test -race): writers of several streams call it at once.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			r := &kgo.Record{Key: []byte("foobar")}
+			for range 100 {
+				if p := OutputPartition(r, 12, 8); p != (-790332482&0x7fffffff)%12 {
+					t.Errorf("concurrent: partition %d", p)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func header(r *kgo.Record, k string) (string, int) {
@@ -103,6 +125,22 @@ func TestOutputPartition(t *testing.T) {
 	out := Output(&kgo.Record{Topic: "a", Partition: 1, Key: []byte("k"), Value: []byte("v"), Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("x")}}}, "b", 4, 4)
 	if out.Topic != "b" || out.Partition != 1 || string(out.Value) != "v" || len(out.Headers) != 1 {
 		t.Errorf("output %+v", out)
+	}
+}
+
+// BenchmarkOutputPartition is the cost of partitioning one first-seen
+// record by key when the output's partition count differs from the
+// input's: 32-byte keys, 12 output partitions.
+func BenchmarkOutputPartition(b *testing.B) {
+	in := &kgo.Record{Partition: 5, Key: []byte("0123456789abcdef0123456789abcdef")}
+	b.ReportAllocs()
+	var sum int32
+	for b.Loop() {
+		in.Key[0]++
+		sum += OutputPartition(in, 12, 8)
+	}
+	if sum < 0 {
+		b.Fatal(sum)
 	}
 }
 
