@@ -33,6 +33,26 @@ Usage:
   kdedup state restore --config FILE --from DIR
                                        put a snapshot into an empty state_dir; refused when the
                                        changelog no longer holds what followed it
+  kdedup keys get --config FILE --stream S --key K [--scope V]... [--admin ADDR,...] [-o text|json]
+                                       ask every instance given (default: admin_addr) whether
+                                       key K is live, and which one owns it; exit 1 when none
+  kdedup keys forget --config FILE --stream S --key K [--scope V]... (--if-match ETAG | --force)
+                    [--admin ADDR,...] [-o text|json]
+                                       forget the key, so that its next record is first_seen;
+                                       exit 1 when not live (404) or the ETag is stale (412)
+                                       (docs/admin-api.md)
+  kdedup audit tail --config FILE [--stream S] [--reason R] [--key K]
+                    [--since DURATION | --from-beginning] [--follow] [-o table|json]
+                                       print audit records (read_committed, no consumer group);
+                                       default: the last hour, up to the end as of the start
+  kdedup audit stats --config FILE [--since DURATION | --from-beginning] [--stream S]
+                    [--reason R] [--top N] [-o table|json]
+                                       audit records per stream and reason, and the keys with
+                                       the most duplicates and conflicts (default: last hour)
+  kdedup audit show --config FILE [-o text|json] TOPIC/PARTITION/OFFSET
+                                       an audit record beside the first-seen record its
+                                       dedup.first header names, and how their values differ
+                                       (docs/audit.md)
 
 Flags of run and check: --config FILE, --set PATH=VALUE (repeatable), and one per
 top-level field: --brokers, --group, --instance-id, --state-dir,
@@ -70,6 +90,10 @@ func run(args, env []string, stdout, stderr io.Writer) int {
 		return benchPipeCmd(args[1:], stderr)
 	case "state":
 		return stateCmd(args[1:], env, stdout, stderr)
+	case "keys":
+		return keysCmd(args[1:], env, stdout, stderr)
+	case "audit":
+		return auditCmd(args[1:], env, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "kdedup: unknown command %q\n\n%s", args[0], usage)
 		return 2
