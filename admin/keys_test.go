@@ -2,16 +2,28 @@ package admin
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -327,4 +339,61 @@ func FuzzParseIfMatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTLS serves the API over HTTPS with a self-signed certificate.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kdedup"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := errors.Join(
+		os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600),
+		os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600),
+	); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := Listen("127.0.0.1:0", NewMetrics(), func() bool { return true }, zerolog.Nop(), WithTLS(certFile, certFile)); err == nil || !strings.Contains(err.Error(), "admin_tls") {
+		t.Errorf("a certificate without its key: %v, want an admin_tls error", err)
+	}
+	f := &fakeKeys{live: map[string]consumer.KeyState{"k1": liveKey(`"e1"`)}}
+	base := strings.Replace(keyServer(t, "127.0.0.1:0", f, WithTLS(certFile, keyFile), WithToken("t")), "http://", "https://", 1)
+	pool := x509.NewCertPool()
+	pool.AddCert(mustParse(t, der))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	req, _ := http.NewRequest("GET", base+"/v1/keys/push?key=k1", nil)
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("ETag") != `"e1"` {
+		t.Errorf("over HTTPS: %d %q", resp.StatusCode, resp.Header.Get("ETag"))
+	}
+	if resp, err := http.Get(strings.Replace(base, "https://", "http://", 1) + "/healthz"); err == nil && resp.StatusCode == 200 {
+		t.Errorf("plain HTTP answered 200 on the HTTPS listener")
+	}
+}
+
+func mustParse(t *testing.T, der []byte) *x509.Certificate {
+	t.Helper()
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
