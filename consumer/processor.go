@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kzerolog"
 
 	"github.com/kdedup/kdedup/config"
 	"github.com/kdedup/kdedup/dedup"
@@ -406,7 +407,7 @@ func (p *Processor) inputs() []string {
 func (p *Processor) clientOpts() []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(p.opts.Brokers...),
-		kgo.WithLogger(kgoLogger{p.log}),
+		kgo.WithLogger(newKgoLogger(p.log)),
 		kgo.MetadataMinAge(250 * time.Millisecond),
 	}
 	return append(opts, p.opts.ClientOpts...)
@@ -592,12 +593,27 @@ func (p *Processor) fence() {
 	p.log.Info().Str("transactional_id", p.txnID).Msg("no transaction left open")
 }
 
-// kgoLogger sends franz-go's log lines to zerolog at debug level, warnings
-// and errors at their own.
-type kgoLogger struct{ l zerolog.Logger }
+// newKgoLogger sends franz-go's log lines to log, with "component":"kgo",
+// through franz-go's own adapter kzerolog; kgoLogger only chooses the
+// level franz-go logs from.
+func newKgoLogger(log zerolog.Logger) kgoLogger {
+	log = log.With().Str("component", "kgo").Logger()
+	return kgoLogger{kzerolog.New(&log), &log}
+}
+
+// kgoLogger is kzerolog's logger with its Level replaced, which kzerolog
+// has no option for: kzerolog maps zerolog's info to franz-go's info, and
+// franz-go's info is chatty (each connection, metadata change and group
+// step), so at zerolog's info franz-go logs from warn, and at zerolog's
+// warn and above only its errors. kzerolog's Log writes each line at its
+// own level.
+type kgoLogger struct {
+	*kzerolog.Logger
+	log *zerolog.Logger
+}
 
 func (k kgoLogger) Level() kgo.LogLevel {
-	switch k.l.GetLevel() {
+	switch k.log.GetLevel() {
 	case zerolog.DebugLevel, zerolog.TraceLevel:
 		return kgo.LogLevelDebug
 	case zerolog.InfoLevel:
@@ -605,19 +621,4 @@ func (k kgoLogger) Level() kgo.LogLevel {
 	default:
 		return kgo.LogLevelError
 	}
-}
-
-func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	var ev *zerolog.Event
-	switch level {
-	case kgo.LogLevelError:
-		ev = k.l.Error()
-	case kgo.LogLevelWarn:
-		ev = k.l.Warn()
-	case kgo.LogLevelInfo:
-		ev = k.l.Info()
-	default:
-		ev = k.l.Debug()
-	}
-	ev.Str("component", "kgo").Fields(keyvals).Msg(msg)
 }
