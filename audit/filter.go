@@ -14,7 +14,7 @@ import (
 // ReasonForgotten is the dedup.reason of the audit record an admin forget
 // of a key writes: an empty value, headers dedup.reason, dedup.stream,
 // dedup.key and dedup.first, and no dedup.source.
-const ReasonForgotten = "forgotten"
+const ReasonForgotten = producer.ReasonForgotten
 
 // Reasons returns, in a fixed order, every dedup.reason an audit record
 // may carry: the decisions other than first_seen, then the refusals of a
