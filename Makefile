@@ -14,7 +14,7 @@ KAFKA_CLUSTER_BROKERS = 127.0.0.1:$(KAFKA_CLUSTER_PORT),127.0.0.1:$(shell echo $
 # The tests that run on the three-node cluster in make test-kafka.
 KAFKA_CLUSTER_TESTS ?= ^(TestScaleOut|TestCrashRecovery|TestBrokerBounce)$$
 
-.PHONY: all build demo test lint fmt-check vet staticcheck bench bench-e2e plots fuzz clean kafka-up kafka-down test-kafka kafka-up3 kafka-down3 test-kafka-single test-kafka3
+.PHONY: all build demo test lint fmt-check vet staticcheck bench bench-e2e plots fuzz clean kafka-up kafka-down test-kafka kafka-up3 kafka-down3 test-kafka-single test-kafka3 test-prometheus
 
 all: build
 
@@ -88,6 +88,17 @@ test-kafka3:
 	KDEDUP_TEST_BOUNCE=$(CURDIR)/scripts/kafka.sh \
 	$(GO) test -count=1 -timeout 20m -v -run '$(KAFKA_CLUSTER_TESTS)' ./e2e; \
 	status=$$?; echo "== three-node part: $$(($$(date +%s)-start))s"; exit $$status
+
+# The dashboard and alert rules against the real tools (Debian's
+# prometheus package: prometheus and promtool on the PATH): promtool checks
+# deploy/prometheus/alerts.yml and runs its unit tests, then a Prometheus
+# scrapes two kdedup binaries every second until every query of
+# deploy/grafana/kdedup.json has data and KdedupNotReady fires for the one
+# that cannot become ready (deploy/prometheus_test.go; about 20s).
+test-prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+		{ echo "make test-prometheus: prometheus and promtool are needed (apt-get install -y prometheus)"; exit 1; }
+	KDEDUP_TEST_PROMETHEUS=1 $(GO) test -count=1 -v -run '^(TestAlertRules|TestPrometheusScrapesKdedup)$$' ./deploy
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go' 2>/dev/null || find . -name '*.go')); \
