@@ -273,5 +273,23 @@ func TestQueriedMetricsExported(t *testing.T) {
 		sort.Strings(missing)
 		return strings.Join(missing, "; ")
 	})
+	// Everything produced is decided and committed: the lag of the three
+	// input partitions, all assigned to this instance, comes down to 0.
+	poll(t, 30*time.Second, "the lag of the 3 partitions at 0", func() string {
+		ss, err := in.scrape()
+		if err != nil {
+			return err.Error()
+		}
+		var lag []sample
+		for _, s := range ss {
+			if s.name == "kdedup_consumer_lag" {
+				lag = append(lag, s)
+			}
+		}
+		if len(lag) != 3 || sum(lag, "kdedup_consumer_lag") != 0 {
+			return fmt.Sprintf("kdedup_consumer_lag %v", lag)
+		}
+		return ""
+	})
 	t.Logf("%d queried metrics all exported; %d metrics scraped; took %v", len(wanted), len(scraped), time.Since(start).Round(time.Second))
 }
