@@ -38,7 +38,7 @@ const (
 const stallTimeout = time.Minute
 
 // stopTimeout is how long a child may take to exit after SIGTERM
-// (kdedup's contract: 30s).
+// (kdedup promises 30s, docs/operations.md).
 const stopTimeout = 30 * time.Second
 
 // Run runs the benchmark: for each round the raw pipe, then kdedup, each

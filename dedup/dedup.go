@@ -16,7 +16,7 @@ import (
 // Reason is the decision taken for one record (docs/decisions.md).
 type Reason uint8
 
-// The decisions. Their String forms are the contract's reason names, used in
+// The decisions. Their String forms are the reason names of docs/decisions.md, used in
 // the dedup.reason header and in metrics.
 const (
 	FirstSeen Reason = iota
@@ -34,7 +34,7 @@ const NumReasons = int(numReasons)
 
 var reasonNames = [numReasons]string{"first_seen", "duplicate", "conflict", "invalid_key", "missing_key", "malformed"}
 
-// String returns the reason's contract name, e.g. "invalid_key".
+// String returns the reason's name (docs/decisions.md), e.g. "invalid_key".
 func (r Reason) String() string {
 	if r < numReasons {
 		return reasonNames[r]

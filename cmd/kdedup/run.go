@@ -26,7 +26,7 @@ import (
 	"github.com/kdedup/kdedup/state"
 )
 
-// shutdownLimit bounds a SIGTERM's clean stop (the contract allows 30s).
+// shutdownLimit bounds a SIGTERM's clean stop (docs/operations.md promises an exit within 30s).
 const shutdownLimit = 25 * time.Second
 
 // embeddedPartitions is the partition count of the input topics the
@@ -43,8 +43,8 @@ func runCmd(args, env []string, stderr io.Writer) int {
 	go func() {
 		<-ctx.Done()
 		stop() // a second signal ends the process at once
-		// The contract: SIGTERM exits 0 within 30s at any moment. A clean
-		// stop takes a fraction of that; should one hang (a broker that
+		// SIGTERM exits 0 within 30s at any moment (docs/operations.md,
+		// "Stopping: SIGTERM and SIGKILL"). A clean stop takes a fraction of that; should one hang (a broker that
 		// stopped answering), exit anyway: the state is safe at any
 		// instant by design (a kill loses nothing), and an open
 		// transaction is aborted by the transaction timeout or by the
