@@ -44,8 +44,9 @@ func runCmd(args, env []string, stderr io.Writer) int {
 		<-ctx.Done()
 		stop() // a second signal ends the process at once
 		// SIGTERM exits 0 within 30s at any moment (docs/operations.md,
-		// "Stopping: SIGTERM and SIGKILL"). A clean stop takes a fraction of that; should one hang (a broker that
-		// stopped answering), exit anyway: the state is safe at any
+		// "Stopping: SIGTERM and SIGKILL"). A clean stop takes a
+		// fraction of that; should one hang (a broker that stopped
+		// answering), exit anyway: the state is safe at any
 		// instant by design (a kill loses nothing), and an open
 		// transaction is aborted by the transaction timeout or by the
 		// next start's fencing.
