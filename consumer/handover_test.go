@@ -180,7 +180,8 @@ func (f *handoverFixture) restoreObserved(tb testing.TB, dir string) (int64, *re
 	}
 	obs := &readyObserver{p: p}
 	p.obs = obs
-	p.ready.Store(true) // consuming: only the restore may make it unready
+	p.ready.Store(true) // consuming, in the group: only the restore may make it unready
+	p.joined.Store(true)
 	st, err := p.partition(tp{hoInput, 0})
 	if err != nil {
 		tb.Fatal(err)

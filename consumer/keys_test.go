@@ -5,10 +5,13 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kdedup/kdedup/dedup"
 	"github.com/kdedup/kdedup/producer"
@@ -195,5 +198,51 @@ func TestETag(t *testing.T) {
 				t.Errorf("changing the %s kept the ETag", name)
 			}
 		})
+	}
+}
+
+// TestReadyNeedsTheGroup: an instance whose group join never completes is
+// not ready, however many empty polls it makes; it becomes ready once the
+// group assigns (even nothing new).
+func TestReadyNeedsTheGroup(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rc := newRunCluster(t, 1, 2)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	refused := make(chan struct{}, 1)
+	rc.c.ControlKey(int16(kmsg.JoinGroup), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		rc.c.KeepControl()
+		if !refuse.Load() {
+			return nil, nil, false
+		}
+		resp := req.(*kmsg.JoinGroupRequest).ResponseKind().(*kmsg.JoinGroupResponse)
+		resp.ErrorCode = kerr.CoordinatorLoadInProgress.Code
+		select {
+		case refused <- struct{}{}:
+		default:
+		}
+		return resp, nil, true
+	})
+	p, _ := rc.startProc(t, t.TempDir(), "a", nil)
+	// Joins refused for 2.5 idle ticks: the loop's polls return empty
+	// twice at least meanwhile, which is what used to make it ready.
+	for until := time.Now().Add(5 * idleTick / 2); time.Now().Before(until); {
+		select {
+		case <-refused:
+		case <-ctx.Done():
+			t.Fatal("no join refused")
+		}
+		if p.Ready() {
+			t.Fatal("ready while the group has not assigned anything")
+		}
+	}
+	refuse.Store(false)
+	for !p.Ready() {
+		select {
+		case <-ctx.Done():
+			t.Fatal("never ready once the group answered")
+		case <-time.After(20 * time.Millisecond): // Ready is polled: no event to wait on
+		}
 	}
 }

@@ -202,9 +202,15 @@ type Processor struct {
 	// after a fetch error (stalled), across sessions.
 	stallRejoins map[tp]time.Time
 
-	events   sync.Mutex // guards pending
-	pending  []rebalanceEvent
-	ready    atomic.Bool
+	events  sync.Mutex // guards pending
+	pending []rebalanceEvent
+	ready   atomic.Bool
+	// joined is set when the group hands this session an assignment
+	// (franz-go calls OnPartitionsAssigned after every join, even with
+	// nothing new), cleared when the session starts and when its
+	// partitions are lost: until the group answered, an empty poll says
+	// nothing about readiness.
+	joined   atomic.Bool
 	restores atomic.Int32
 
 	// w produces the transactions' records and knows whether the open
@@ -390,7 +396,9 @@ func (p *Processor) changelogs() bool {
 
 // Ready reports whether the processor is consuming with every assigned
 // partition's state restored.
-func (p *Processor) Ready() bool { return p.ready.Load() && p.restores.Load() == 0 }
+func (p *Processor) Ready() bool {
+	return p.ready.Load() && p.joined.Load() && p.restores.Load() == 0
+}
 
 func (p *Processor) inputs() []string {
 	var ts []string
@@ -425,7 +433,10 @@ func (p *Processor) groupOpts() []kgo.Opt {
 		kgo.ProducerBatchMaxBytesFn(func(topic string) int32 { return p.opts.Limits[topic].BatchBytes() }),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(true, m) }),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(false, m) }),
-		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { p.rebalanced(false, m) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			p.joined.Store(false)
+			p.rebalanced(false, m)
+		}),
 	)
 	if p.opts.Guarantee == config.ExactlyOnce {
 		opts = append(opts,
@@ -488,6 +499,7 @@ func (p *Processor) session(ctx context.Context) (err error) {
 		}
 		st.check = true
 	}
+	p.joined.Store(false)
 	p.events.Lock()
 	p.pending = nil
 	p.events.Unlock()

@@ -8,6 +8,9 @@ type rebalanceEvent struct {
 // rebalanced runs in the group's goroutine: it only queues the event for
 // the processing loop, which owns the partitions.
 func (p *Processor) rebalanced(assigned bool, m map[string][]int32) {
+	if assigned {
+		p.joined.Store(true)
+	}
 	if len(m) == 0 {
 		return
 	}
