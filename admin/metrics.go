@@ -25,6 +25,7 @@ type Metrics struct {
 	restored     *prometheus.GaugeVec
 	restoreTotal *prometheus.GaugeVec
 	rebuilds     *prometheus.CounterVec
+	diskFull     prometheus.Gauge
 	ready        atomic.Pointer[func() bool]
 	kgo          kgoHooks
 }
@@ -61,6 +62,9 @@ func NewMetrics() *Metrics {
 		rebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kdedup_session_rebuilds_total", Help: "Client sessions ended by a failure and rebuilt (the group rejoined), by reason (unknown_outcome, partition_stalled, restore_stalled, stale_offsets).",
 		}, []string{"reason"}),
+		diskFull: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kdedup_state_disk_full", Help: "1 while the state's file system is below state.min_free_space and nothing is decided, else 0.",
+		}),
 	}
 	readyGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "kdedup_ready", Help: "1 when the processor consumes with every assigned partition restored (as /readyz answers 200), else 0.",
@@ -70,7 +74,7 @@ func NewMetrics() *Metrics {
 		}
 		return 0
 	})
-	m.Registry.MustRegister(m.eventsIn, m.decisions, m.transactions, m.commitTime, m.keys, m.restored, m.restoreTotal, m.rebuilds, readyGauge,
+	m.Registry.MustRegister(m.eventsIn, m.decisions, m.transactions, m.commitTime, m.keys, m.restored, m.restoreTotal, m.rebuilds, m.diskFull, readyGauge,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []string{"committed", "aborted"} {
 		m.transactions.WithLabelValues(o)
@@ -122,3 +126,12 @@ func (m *Metrics) Keys(topic string, partition int32, n int64) {
 
 // Rebuilt counts a client session rebuilt after a failure.
 func (m *Metrics) Rebuilt(reason string) { m.rebuilds.WithLabelValues(reason).Inc() }
+
+// DiskFull sets kdedup_state_disk_full.
+func (m *Metrics) DiskFull(full bool) {
+	v := 0.0
+	if full {
+		v = 1
+	}
+	m.diskFull.Set(v)
+}

@@ -206,6 +206,16 @@ type StateOptions struct {
 	CacheSize ByteSize `yaml:"cache_size"`
 	// MemtableSize is the size of one memtable. Default: 16MiB.
 	MemtableSize ByteSize `yaml:"memtable_size"`
+	// MinFreeSpace is the free space floor of state_dir's file system:
+	// below it kdedup stops deciding records (it finishes the open
+	// transaction, pauses its fetches and answers /readyz 503) until the
+	// file system has room again, so that Pebble never meets a full disk
+	// with changes it must keep (a write that fails there can take the
+	// process down, and a restart loop is not failing closed). It must
+	// cover what Pebble may still write while kdedup stops: a WAL and a
+	// flush of the memtables, and the compactions under way. Default
+	// (nil, omitted): 256MiB; 0 turns the check off.
+	MinFreeSpace *ByteSize `yaml:"min_free_space"`
 	// Memory is the memory the process may take. What CacheSize and two
 	// memtables leave of it sets Go's memory limit (90% of it; GOMEMLIMIT,
 	// when set in the environment, wins). It bounds the in-memory key

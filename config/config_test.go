@@ -132,7 +132,7 @@ func TestGoodFiles(t *testing.T) {
 			CommitInterval: Duration(100 * time.Millisecond),
 			AdminAddr:      "127.0.0.1:8080",
 			LogLevel:       "info",
-			State:          StateOptions{CacheSize: 64 << 20, MemtableSize: 16 << 20, Memory: 1 << 30},
+			State:          StateOptions{CacheSize: 64 << 20, MemtableSize: 16 << 20, MinFreeSpace: sizePtr(256 << 20), Memory: 1 << 30},
 			Streams: []Stream{
 				{
 					Name:     "push",
@@ -182,7 +182,7 @@ func TestGoodFiles(t *testing.T) {
 			CommitInterval: Duration(100 * time.Millisecond),
 			AdminAddr:      "", // disabled
 			LogLevel:       "info",
-			State:          StateOptions{CacheSize: 64 << 20, MemtableSize: 16 << 20, Memory: 1 << 30},
+			State:          StateOptions{CacheSize: 64 << 20, MemtableSize: 16 << 20, MinFreeSpace: sizePtr(256 << 20), Memory: 1 << 30},
 			Streams: []Stream{{
 				Name:         "push",
 				Input:        "push-events",
@@ -576,3 +576,5 @@ func TestParseOverride(t *testing.T) {
 func durationPtr(d time.Duration) *Duration { c := Duration(d); return &c }
 
 func boolPtr(b bool) *bool { return &b }
+
+func sizePtr(b ByteSize) *ByteSize { return &b }

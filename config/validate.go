@@ -19,6 +19,7 @@ const (
 	defaultCacheSize      = ByteSize(64 << 20)
 	defaultMemtableSize   = ByteSize(16 << 20)
 	defaultMemory         = ByteSize(1 << 30)
+	defaultMinFreeSpace   = ByteSize(256 << 20)
 	minMemory             = ByteSize(128 << 20)
 	changelogSuffix       = ".changelog"   // changelog_topic is <group> + changelogSuffix
 	outputSuffix          = ".deduped"     // a stream's output is <input> + outputSuffix
@@ -30,7 +31,7 @@ const (
 // unknown), state_dir "./data", audit_topic "dedup.audit", changelog_topic
 // "<group>.changelog", guarantee exactly_once, commit_interval 100ms,
 // state.cache_size 64MiB, state.memtable_size 16MiB, state.memory 1GiB,
-// and in every stream
+// state.min_free_space 256MiB, and in every stream
 // output "<input>.deduped" (when input is set), ttl_mode fixed, key_format
 // any, lateness the stream's ttl (when lateness is omitted) and, with
 // repartition, repartition_topic "<group>.<name>.repartition"; it
@@ -76,6 +77,10 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.State.MemtableSize == 0 {
 		c.State.MemtableSize = defaultMemtableSize
+	}
+	if c.State.MinFreeSpace == nil {
+		v := defaultMinFreeSpace
+		c.State.MinFreeSpace = &v
 	}
 	if c.State.Memory == 0 {
 		c.State.Memory = defaultMemory
@@ -306,6 +311,9 @@ func (c *Config) problems() []Problem {
 	}
 	if c.State.MemtableSize <= 0 {
 		add("state.memtable_size", "must be greater than 0")
+	}
+	if c.State.MinFreeSpace != nil && *c.State.MinFreeSpace < 0 {
+		add("state.min_free_space", "must not be negative")
 	}
 	if c.State.Memory < minMemory {
 		add("state.memory", "must be at least 128MiB")

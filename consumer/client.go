@@ -25,6 +25,11 @@ type client interface {
 	// StableOffsets asks group's coordinator for its committed offsets,
 	// waiting out (failing on) offset commits of open transactions.
 	StableOffsets(ctx context.Context, group string) (kadm.OffsetResponses, error)
+	// PauseFetchTopics stops fetching topics (their buffered records are
+	// dropped, and fetched again from the position once resumed);
+	// ResumeFetchTopics fetches them again.
+	PauseFetchTopics(topics ...string) []string
+	ResumeFetchTopics(topics ...string)
 }
 
 type txnClient struct{ *kgo.GroupTransactSession }
@@ -41,6 +46,11 @@ func stableOffsets(ctx context.Context, cl *kgo.Client, group string) (kadm.Offs
 }
 
 func (c txnClient) Flush(ctx context.Context) error { return c.Client().Flush(ctx) }
+
+func (c txnClient) PauseFetchTopics(topics ...string) []string {
+	return c.Client().PauseFetchTopics(topics...)
+}
+func (c txnClient) ResumeFetchTopics(topics ...string) { c.Client().ResumeFetchTopics(topics...) }
 
 func (c txnClient) Committed(topic string, partition int32) int64 {
 	return committedOf(c.Client(), topic, partition)
@@ -70,6 +80,10 @@ func (c *alosClient) StableOffsets(ctx context.Context, group string) (kadm.Offs
 	return stableOffsets(ctx, c.cl, group)
 }
 func (c *alosClient) Flush(ctx context.Context) error { return c.cl.Flush(ctx) }
+func (c *alosClient) PauseFetchTopics(topics ...string) []string {
+	return c.cl.PauseFetchTopics(topics...)
+}
+func (c *alosClient) ResumeFetchTopics(topics ...string) { c.cl.ResumeFetchTopics(topics...) }
 func (c *alosClient) Committed(topic string, partition int32) int64 {
 	return committedOf(c.cl, topic, partition)
 }

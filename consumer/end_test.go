@@ -26,6 +26,8 @@ type lateClient struct {
 func (c *lateClient) PollRecords(context.Context, int) kgo.Fetches { return nil }
 func (c *lateClient) Begin() error                                 { return nil }
 func (c *lateClient) Committed(string, int32) int64                { return -1 }
+func (c *lateClient) PauseFetchTopics(...string) []string          { return nil }
+func (c *lateClient) ResumeFetchTopics(...string)                  {}
 func (c *lateClient) StableOffsets(context.Context, string) (kadm.OffsetResponses, error) {
 	return nil, nil
 }

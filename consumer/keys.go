@@ -210,6 +210,14 @@ func (p *Processor) serveKeys(ctx context.Context, c client) error {
 			more = false
 		}
 	}
+	if p.diskFull.Load() {
+		// A lookup may have to restore a partition, a forget writes:
+		// neither while the state's disk is full (disk.go).
+		for _, r := range reqs {
+			r.answer(KeyState{}, fmt.Errorf("%w: the state's disk is below state.min_free_space", ErrUnavailable))
+		}
+		return nil
+	}
 	verified := map[*streamRun][]*partState{}
 	var offsets *groupOffsets
 	for _, r := range reqs {

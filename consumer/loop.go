@@ -73,6 +73,10 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 				return err
 			}
 		}
+		if !p.txn.open && p.lowOnDisk(c) {
+			p.waitDisk(ctx) // disk.go: fail closed until there is room
+			continue
+		}
 		// Idle, the poll wakes up now and then to let partitions write
 		// what they hold in memory (tick), and at once for a key
 		// request (wake).

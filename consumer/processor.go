@@ -48,6 +48,9 @@ type Observer interface {
 	// Rebuilt reports a client session ended by a failure and rebuilt
 	// (rejoining the group), with why: one of the Rebuild* reasons.
 	Rebuilt(reason string)
+	// DiskFull reports that the state's file system went below
+	// Options.MinFreeSpace (true: deciding stopped) or has room again.
+	DiskFull(full bool)
 }
 
 // Why a session was rebuilt (Observer.Rebuilt).
@@ -99,6 +102,7 @@ func (nopObserver) Transaction(bool, time.Duration, int) {}
 func (nopObserver) Restored(string, int32, int64, int64) {}
 func (nopObserver) Keys(string, int32, int64)            {}
 func (nopObserver) Rebuilt(string)                       {}
+func (nopObserver) DiskFull(bool)                        {}
 
 // Options configure a Processor.
 type Options struct {
@@ -162,6 +166,14 @@ type Options struct {
 	// sstables. Default: 64 MiB (state.DefaultLoadBuffer), about 1.3
 	// million changes each.
 	RestoreBuffer int
+	// MinFreeSpace is the free space floor of the state's file system
+	// (config state.min_free_space): below it the loop stops deciding
+	// records (disk.go) until the file system has room again. 0: no
+	// floor. Default: 0 here; kdedup run passes the configuration's.
+	MinFreeSpace int64
+	// FreeSpace returns the bytes available on the state's file system.
+	// Default (nil): Store.Space's Avail. Tests replace it.
+	FreeSpace func() (uint64, error)
 	// Limits is what each output topic and the audit topic refuse
 	// (producer.TopicLimits): producer batches are sized to their
 	// max.message.bytes, and records they would refuse are audited
@@ -210,7 +222,12 @@ type Processor struct {
 	// nothing new), cleared when the session starts and when its
 	// partitions are lost: until the group answered, an empty poll says
 	// nothing about readiness.
-	joined   atomic.Bool
+	joined atomic.Bool
+	// diskFull is set while the state's file system is below
+	// MinFreeSpace: nothing is decided (disk.go).
+	diskFull atomic.Bool
+	// spaceErr is the last error reading the free space, logged once.
+	spaceErr string
 	restores atomic.Int32
 
 	// w produces the transactions' records and knows whether the open
@@ -397,7 +414,7 @@ func (p *Processor) changelogs() bool {
 // Ready reports whether the processor is consuming with every assigned
 // partition's state restored.
 func (p *Processor) Ready() bool {
-	return p.ready.Load() && p.joined.Load() && p.restores.Load() == 0
+	return p.ready.Load() && p.joined.Load() && !p.diskFull.Load() && p.restores.Load() == 0
 }
 
 func (p *Processor) inputs() []string {
@@ -500,6 +517,11 @@ func (p *Processor) session(ctx context.Context) (err error) {
 		st.check = true
 	}
 	p.joined.Store(false)
+	// The new client fetches everything: if the disk is still full, the
+	// first check pauses it again.
+	if p.diskFull.Swap(false) {
+		p.obs.DiskFull(false)
+	}
 	p.events.Lock()
 	p.pending = nil
 	p.events.Unlock()

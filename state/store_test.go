@@ -3,6 +3,7 @@ package state
 import (
 	"errors"
 	"math"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -240,5 +241,24 @@ func TestCollect(t *testing.T) {
 	// Nothing more to do, and the index of the refreshed key moved.
 	if n, more, err := p.Collect(100, nil); n != 0 || more || err != nil {
 		t.Fatalf("Collect again = %d, %v, %v", n, more, err)
+	}
+}
+
+func TestSpace(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sp, err := s.Space()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp.Size == 0 || sp.Avail > sp.Size {
+		t.Errorf("space %+v: want a size, and no more available than it", sp)
+	}
+	if _, err := SpaceOf(filepath.Join(dir, "no-such-dir")); err == nil {
+		t.Errorf("statfs of a missing directory: no error")
 	}
 }

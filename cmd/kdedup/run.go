@@ -226,6 +226,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		Limits:         limits,
 		ClientOpts:     append(slices.Clip(secure), kgo.WithHooks(metrics.KgoHooks())),
 		RestoreBuffer:  mem.restoreBuffer,
+		MinFreeSpace:   minFreeSpace(cfg.State),
 	})
 	if err != nil {
 		return err
@@ -287,4 +288,13 @@ func memoryPlan(st config.StateOptions, envLimit bool) memoryBudget {
 		b.goLimit = max((m-int64(st.CacheSize)-2*int64(st.MemtableSize))/10*9, 64<<20)
 	}
 	return b
+}
+
+// minFreeSpace is state.min_free_space in bytes (0 when unset: a
+// configuration that did not pass EnsureDefaults).
+func minFreeSpace(st config.StateOptions) int64 {
+	if st.MinFreeSpace == nil {
+		return 0
+	}
+	return int64(*st.MinFreeSpace)
 }
