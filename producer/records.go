@@ -25,6 +25,17 @@ const (
 	// record whose value the audit topic refused as too large: the record
 	// is audited without its value rather than lost.
 	HeaderValueDropped = "dedup.value_dropped"
+	// HeaderStripped is set, on an audit record the audit topic refuses
+	// as too large even without its value, to the size in bytes of what
+	// was dropped besides: the record's Kafka key and its own headers (the
+	// sum of their keys' and values' lengths). The record then carries
+	// only the dedup.* headers of its decision; dedup.source tells where
+	// the whole record is.
+	HeaderStripped = "dedup.stripped"
+	// HeaderKeyDropped is set, to the length of dedup.key in bytes, on a
+	// stripped audit record the audit topic still refuses as too large:
+	// its dedup.key is dropped too.
+	HeaderKeyDropped = "dedup.key_dropped"
 	// HeaderRefused is set, to the refusing topic, on an audit record of a
 	// first-seen record its output topic refused.
 	HeaderRefused = "dedup.refused_by"
@@ -261,22 +272,139 @@ func Refused(in *kgo.Record, topic string, partitions int32, stream, output stri
 }
 
 // Repaired returns a copy of audit record r that the audit topic can take
-// after refusing r with err (a Refusal): too large, r without its value
-// and with HeaderValueDropped; an invalid timestamp, r stamped now with
-// HeaderOriginalTS. Other refusals leave r as it is: the audit topic
-// itself is misconfigured, and the transaction aborts until it is fixed.
-func Repaired(r *kgo.Record, err error, now time.Time) *kgo.Record {
+// after refusing r with err (a Refusal, or what a Writer remembers of
+// several), or that it would refuse as too large: own is how many of r's
+// headers are the input record's own (Audit puts them first), maxBytes the
+// audit topic's max.message.bytes (0: not known). An invalid timestamp:
+// stamped now with HeaderOriginalTS. Too large (refused so, or larger than
+// maxBytes): cut in steps, each taken only when the one before is still
+// too large or was refused as such (err says how often: a Writer's
+// refusal counts the refusals of a record's cut forms): (1) without its
+// value, with HeaderValueDropped; (2) stripped to the dedup.* headers of
+// its decision, without its Kafka key and own headers, with
+// HeaderStripped; (3) without dedup.key, with HeaderKeyDropped. What is
+// left then is a few small headers kdedup writes, which any audit topic
+// takes. Other refusals leave r as it is: the audit topic itself is
+// misconfigured, and the transaction aborts until it is fixed.
+func Repaired(r *kgo.Record, own int, err error, now time.Time, maxBytes int) *kgo.Record {
 	c := *r
 	c.Headers = append([]kgo.RecordHeader(nil), r.Headers...)
-	switch {
-	case tooLarge(err):
-		c.Value = nil
-		c.Headers = append(c.Headers, kgo.RecordHeader{Key: HeaderValueDropped, Value: strconv.AppendInt(nil, int64(len(r.Value)), 10)})
-	case errors.Is(err, kerr.InvalidTimestamp):
+	own = min(max(own, 0), len(c.Headers))
+	if errors.Is(err, kerr.InvalidTimestamp) {
 		c.Timestamp = now
 		c.Headers = append(c.Headers, kgo.RecordHeader{Key: HeaderOriginalTS, Value: strconv.AppendInt(nil, r.Timestamp.UnixMilli(), 10)})
 	}
+	level := refusedLevel(err)
+	fits := func() bool { return maxBytes <= 0 || RecordBatchBytes(&c) <= maxBytes }
+	if level < 1 && fits() {
+		return &c
+	}
+	c.Value = nil
+	c.Headers = append(c.Headers, kgo.RecordHeader{Key: HeaderValueDropped, Value: strconv.AppendInt(nil, int64(len(r.Value)), 10)})
+	if level < 2 && fits() {
+		return &c
+	}
+	dropped := len(c.Key)
+	for _, h := range c.Headers[:own] {
+		dropped += len(h.Key) + len(h.Value)
+	}
+	c.Key = nil
+	c.Headers = append([]kgo.RecordHeader(nil), c.Headers[own:]...)
+	c.Headers = append(c.Headers, kgo.RecordHeader{Key: HeaderStripped, Value: strconv.AppendInt(nil, int64(dropped), 10)})
+	if level < 3 && fits() {
+		return &c
+	}
+	hs := make([]kgo.RecordHeader, 0, len(c.Headers))
+	keyLen := -1
+	for _, h := range c.Headers {
+		if h.Key == HeaderKey {
+			keyLen = len(h.Value)
+			continue
+		}
+		hs = append(hs, h)
+	}
+	if keyLen >= 0 {
+		hs = append(hs, kgo.RecordHeader{Key: HeaderKeyDropped, Value: strconv.AppendInt(nil, int64(keyLen), 10)})
+	}
+	c.Headers = hs
 	return &c
+}
+
+// cutLevel is how far Repaired cut audit record r, whose first own
+// headers are the input's: 0 not at all, 1 its value dropped, 2 stripped,
+// 3 its dedup.key dropped too.
+func cutLevel(r *kgo.Record, own int) int {
+	level := 0
+	for _, h := range r.Headers[min(max(own, 0), len(r.Headers)):] {
+		switch h.Key {
+		case HeaderValueDropped:
+			level = max(level, 1)
+		case HeaderStripped:
+			level = max(level, 2)
+		case HeaderKeyDropped:
+			level = max(level, 3)
+		}
+	}
+	return level
+}
+
+// refusal is what a Writer remembers of the refusals of one record: the
+// first (its error names the refusal in dedup.refused_error), whether one
+// was for the record's timestamp, and to which level (Repaired) the record
+// must be cut for its size: the refusals of its cut forms raise it.
+type refusal struct {
+	first     error
+	timestamp bool
+	size      int
+}
+
+func (r *refusal) Error() string { return r.first.Error() }
+
+func (r *refusal) Unwrap() []error {
+	errs := []error{r.first}
+	if r.timestamp {
+		errs = append(errs, kerr.InvalidTimestamp)
+	}
+	if r.size > 0 {
+		errs = append(errs, kerr.MessageTooLarge)
+	}
+	return errs
+}
+
+// refusedLevel is the level Repaired must cut a record refused with err
+// to at least: 0 for a refusal not of its size.
+func refusedLevel(err error) int {
+	var r *refusal
+	if errors.As(err, &r) {
+		return r.size
+	}
+	if tooLarge(err) {
+		return 1
+	}
+	return 0
+}
+
+// addRefusal returns what old, the refusals remembered of a record (nil:
+// none), and err, a new refusal of its form cut to level, add up to.
+func addRefusal(old, err error, level int) error {
+	r := &refusal{first: old}
+	if old == nil {
+		r.first = err
+	}
+	var o *refusal
+	if errors.As(old, &o) {
+		*r = *o
+	}
+	for _, e := range []error{old, err} {
+		if errors.Is(e, kerr.InvalidTimestamp) {
+			r.timestamp = true
+		}
+		r.size = max(r.size, refusedLevel(e))
+	}
+	if tooLarge(err) {
+		r.size = max(r.size, level+1)
+	}
+	return r
 }
 
 // errorName is the Kafka error code name of err (INVALID_TIMESTAMP), or

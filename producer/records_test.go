@@ -180,7 +180,7 @@ func TestRefusals(t *testing.T) {
 					t.Errorf("%s = %q (%d times), want %q", k, got, n, want)
 				}
 			}
-			fixed := Repaired(r, tc.err, now)
+			fixed := Repaired(r, len(in.Headers), tc.err, now, 0)
 			if _, n := header(r, HeaderValueDropped); n != 0 || string(r.Value) != "value" {
 				t.Fatal("Repaired changed its argument")
 			}

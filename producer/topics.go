@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -346,17 +347,72 @@ type Limits struct {
 const RefusalMargin = time.Minute
 
 // Refuses returns the error the topic would refuse r with when the clock
-// reads now — kerr.InvalidTimestamp or kerr.InvalidRecord — or nil.
-// Records it refuses are audited (ReasonRefused) without being produced:
-// in a batch they would fail every record with them.
+// reads now — kerr.InvalidTimestamp, kerr.InvalidRecord or
+// kerr.MessageTooLarge (a batch of r alone is larger than the topic's
+// max.message.bytes, or than DefaultMaxMessageBytes when that is not
+// known: the producer refuses it then) — or nil. Records it refuses are
+// audited (ReasonRefused, ReasonTooLarge) without being produced: in a
+// batch they would fail every record with them, and the producer refuses
+// a record too large before sending it.
 func (l Limits) Refuses(r *kgo.Record, now time.Time) error {
 	switch {
 	case !l.AcceptsTime(r.Timestamp, now, 0):
 		return kerr.InvalidTimestamp
 	case l.Compacted && r.Key == nil:
 		return kerr.InvalidRecord
+	case RecordBatchBytes(r) > l.maxBytes():
+		return kerr.MessageTooLarge
 	}
 	return nil
+}
+
+// maxBytes is the largest record batch the topic is known to take: its
+// max.message.bytes, or DefaultMaxMessageBytes, the producer's batch size
+// when that is not known.
+func (l Limits) maxBytes() int {
+	if l.MaxMessageBytes > 0 {
+		return int(l.MaxMessageBytes)
+	}
+	return DefaultMaxMessageBytes
+}
+
+// RecordBatchBytes returns the size of a record batch holding r alone,
+// uncompressed: what a broker compares with a topic's max.message.bytes
+// (61 bytes of batch header, then the record), and what franz-go compares
+// with its batch size before it buffers r (plus the length prefix of the
+// batch, which BatchBytes allows for). Compression never makes a record
+// too large: franz-go sends a batch compressed only when that is smaller.
+func RecordBatchBytes(r *kgo.Record) int {
+	body := 3 // attributes; timestamp and offset deltas, 0 in a batch of one
+	body += bytesLen(r.Key) + bytesLen(r.Value) + varintLen(len(r.Headers))
+	for _, h := range r.Headers {
+		body += varintLen(len(h.Key)) + len(h.Key) + bytesLen(h.Value)
+	}
+	return recordBatchHeader + varintLen(body) + body
+}
+
+// recordBatchHeader is the size of a record batch (magic 2) without its
+// records: base offset, length, leader epoch, magic, CRC, attributes, last
+// offset delta, first and max timestamp, producer id and epoch, base
+// sequence and record count.
+const recordBatchHeader = 8 + 4 + 4 + 1 + 4 + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4
+
+// varintLen is the size of n (>= 0) as a zig-zag varint.
+func varintLen(n int) int {
+	l := 1
+	for u := uint64(n) << 1; u >= 0x80; u >>= 7 {
+		l++
+	}
+	return l
+}
+
+// bytesLen is the size of b as varint-prefixed bytes; nil is a length of
+// -1, one byte.
+func bytesLen(b []byte) int {
+	if b == nil {
+		return 1
+	}
+	return varintLen(len(b)) + len(b)
 }
 
 // Culprit reports whether the refusal err (a Refusal) of the batch that
@@ -377,12 +433,28 @@ func (l Limits) Culprit(r *kgo.Record, err error, now time.Time) bool {
 	return Refusal(err)
 }
 
-// BatchBytes returns the producer batch size for the topic.
+// BatchBytes returns the producer batch size for the topic: its
+// max.message.bytes as franz-go counts a batch. franz-go counts the length
+// prefix a produce request puts before the batch (a uvarint in the
+// flexible versions every Kafka since 2.4 speaks, 4 bytes before), which
+// the broker does not count against max.message.bytes: a batch size of
+// max.message.bytes alone would refuse records up to 4 bytes smaller than
+// the topic takes. With the prefix a batch of exactly max.message.bytes
+// passes, and no larger one (in the older versions the limit is the prefix
+// less: never too large either). Until franz-go knows a broker's produce
+// version (its first produce request there), it counts 4 bytes of prefix:
+// a record within a byte or two of the limit may then be refused by the
+// client, and is audited too_large.
 func (l Limits) BatchBytes() int32 {
-	if l.MaxMessageBytes > 0 {
-		return l.MaxMessageBytes
+	if l.MaxMessageBytes <= 0 {
+		return DefaultMaxMessageBytes
 	}
-	return DefaultMaxMessageBytes
+	n := int64(l.MaxMessageBytes)
+	prefix := int64(1)
+	for u := uint64(n) + 1; u >= 0x80; u >>= 7 {
+		prefix++
+	}
+	return int32(min(n+prefix, math.MaxInt32))
 }
 
 // AcceptsTime reports whether the topic takes a record stamped ts when

@@ -3,6 +3,9 @@ package producer
 import (
 	"context"
 	"errors"
+	"math"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -132,8 +135,12 @@ func TestLimitsOf(t *testing.T) {
 			}
 		})
 	}
-	if (Limits{}).BatchBytes() != DefaultMaxMessageBytes || (Limits{MaxMessageBytes: 5}).BatchBytes() != 5 {
-		t.Fatal("BatchBytes")
+	// The batch size allows for franz-go's count of the batch's length
+	// prefix: a uvarint of the batch length + 1.
+	for _, tc := range []struct{ max, batch int32 }{{0, DefaultMaxMessageBytes}, {5, 6}, {126, 127}, {127, 129}, {1048588, 1048591}, {math.MaxInt32, math.MaxInt32}} {
+		if got := (Limits{MaxMessageBytes: tc.max}).BatchBytes(); got != tc.batch {
+			t.Errorf("BatchBytes of max.message.bytes %d = %d, want %d", tc.max, got, tc.batch)
+		}
 	}
 }
 
@@ -214,5 +221,62 @@ func TestTopicLimits(t *testing.T) {
 	}
 	if time.Since(start) < 300*time.Millisecond {
 		t.Fatal("a missing topic was not retried until the timeout")
+	}
+}
+
+// TestRecordBatchBytes: RecordBatchBytes is the size the broker and
+// franz-go judge a record by, and BatchBytes lets franz-go send exactly
+// what the topic takes: a record of max.message.bytes passes, one byte
+// more is refused. Before BatchBytes allowed for franz-go's count of the
+// batch's length prefix, franz-go refused records of the last 3 or 4
+// bytes below the limit itself, and kdedup audited as too_large
+// first-seen records their output takes.
+func TestRecordBatchBytes(t *testing.T) {
+	c := kfake.MustCluster(kfake.NumBrokers(1))
+	defer c.Close()
+	adm := admin(t, c.ListenAddrs()...)
+	const limit = 2048
+	size := strconv.Itoa(limit)
+	if _, err := adm.CreateTopics(context.Background(), 1, 1, map[string]*string{"max.message.bytes": &size}, "small"); err != nil {
+		t.Fatal(err)
+	}
+	waitPartitions(t, adm, "small", 1)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerLinger(0),
+		kgo.ProducerBatchMaxBytes(Limits{MaxMessageBytes: limit}.BatchBytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	// franz-go learns the broker's produce version with its first
+	// request: until then it counts the longest prefix.
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Topic: "small"}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct {
+		name string
+		r    *kgo.Record
+		grow func(r *kgo.Record)
+	}{
+		{"value", &kgo.Record{Topic: "small", Value: []byte{}}, func(r *kgo.Record) { r.Value = append(r.Value, byte(rng.Uint32())) }},
+		{"key and headers", &kgo.Record{Topic: "small", Key: []byte("k"), Headers: []kgo.RecordHeader{{Key: "a"}, {Key: "b", Value: []byte{}}}},
+			func(r *kgo.Record) { r.Headers[1].Value = append(r.Headers[1].Value, byte(rng.Uint32())) }},
+	} {
+		for RecordBatchBytes(tc.r) < limit {
+			tc.grow(tc.r)
+		}
+		if got := RecordBatchBytes(tc.r); got != limit {
+			t.Fatalf("%s: cannot build a record of %d bytes: %d", tc.name, limit, got)
+		}
+		if err := cl.ProduceSync(context.Background(), tc.r).FirstErr(); err != nil {
+			t.Errorf("%s: a record of exactly max.message.bytes: %v", tc.name, err)
+		}
+		tc.grow(tc.r)
+		if err := cl.ProduceSync(context.Background(), tc.r).FirstErr(); !errors.Is(err, kerr.MessageTooLarge) {
+			t.Errorf("%s: a record of %d bytes: %v, want MESSAGE_TOO_LARGE", tc.name, RecordBatchBytes(tc.r), err)
+		}
+		if err := (Limits{MaxMessageBytes: limit}).Refuses(tc.r, time.Now()); !errors.Is(err, kerr.MessageTooLarge) {
+			t.Errorf("%s: Refuses a record one byte too large: %v", tc.name, err)
+		}
 	}
 }

@@ -104,7 +104,7 @@ func (w *Writer) Decided(ctx context.Context, c Client, s *Stream, at Coord, in 
 	} else {
 		out = Audit(in, w.opts.AuditTopic, w.opts.AuditPartitions, s.Name, d)
 	}
-	w.produce(ctx, c, at, w.repaired(at, out, now))
+	w.produce(ctx, c, at, w.repaired(at, out, len(in.Headers), now), len(in.Headers))
 }
 
 // Forward produces input record in of stream s, consumed at at, to
@@ -114,9 +114,9 @@ func (w *Writer) Forward(ctx context.Context, c Client, s *Stream, at Coord, in 
 	now := time.Now()
 	out := Forward(in, s.Repartition, part)
 	if err := w.refusal(at, out, now); err != nil {
-		out = w.repaired(at, Refused(in, w.opts.AuditTopic, w.opts.AuditPartitions, s.Name, s.Repartition, &dedup.Decision{}, err), now)
+		out = w.repaired(at, Refused(in, w.opts.AuditTopic, w.opts.AuditPartitions, s.Name, s.Repartition, &dedup.Decision{}, err), len(in.Headers), now)
 	}
-	w.produce(ctx, c, at, out)
+	w.produce(ctx, c, at, out, len(in.Headers))
 }
 
 // Changelog produces a changelog record of the state of input partition
@@ -161,9 +161,12 @@ func (w *Writer) Forgotten(ctx context.Context, c Client, stream string, statePa
 // Changelogs reports whether the Writer writes a changelog.
 func (w *Writer) Changelogs() bool { return w.opts.ChangelogTopic != "" }
 
-// produce produces out, the record written for the input record at at.
-// A refusal of out for what it is is remembered (see Writer).
-func (w *Writer) produce(ctx context.Context, c Client, at Coord, out *kgo.Record) {
+// produce produces out, the record written for the input record at at,
+// whose first own headers are the input's. A refusal of out for what it is
+// is remembered (see Writer), added to those of out's earlier forms: an
+// audit record refused as too large once cut (Repaired) is cut further
+// the next time.
+func (w *Writer) produce(ctx context.Context, c Client, at Coord, out *kgo.Record, own int) {
 	isAudit := out.Topic == w.opts.AuditTopic
 	// Not ctx: a shutdown must finish the open transaction (End commits
 	// it), not fail its records half way, which would leave an abort the
@@ -173,8 +176,13 @@ func (w *Writer) produce(ctx context.Context, c Client, at Coord, out *kgo.Recor
 			return
 		}
 		if Refusal(err) && w.opts.Limits[out.Topic].Culprit(out, err, time.Now()) {
+			level := 0
+			if isAudit {
+				level = cutLevel(out, own)
+			}
 			w.mu.Lock()
-			w.refusals[refusalKey{at, isAudit}] = err
+			k := refusalKey{at, isAudit}
+			w.refusals[k] = addRefusal(w.refusals[k], err, level)
 			w.nRefused.Store(int64(len(w.refusals)))
 			w.mu.Unlock()
 			err = fmt.Errorf("%s refused the record of %s/%d/%d: %w", out.Topic, at.Topic, at.Partition, at.Offset, err)
@@ -184,28 +192,33 @@ func (w *Writer) produce(ctx context.Context, c Client, at Coord, out *kgo.Recor
 }
 
 // refusal returns why out, the record produced for the input at at, will
-// be refused: a refusal met before or one its topic's limits predict; nil
-// if none.
+// be refused: the refusals met before, and one its topic's limits
+// predict; nil if none.
 func (w *Writer) refusal(at Coord, out *kgo.Record, now time.Time) error {
+	predicted := w.opts.Limits[out.Topic].Refuses(out, now)
 	if w.nRefused.Load() > 0 {
 		w.mu.Lock()
 		err := w.refusals[refusalKey{at, out.Topic == w.opts.AuditTopic}]
 		w.mu.Unlock()
+		if err != nil && predicted != nil {
+			return addRefusal(err, predicted, 0)
+		}
 		if err != nil {
 			return err
 		}
 	}
-	return w.opts.Limits[out.Topic].Refuses(out, now)
+	return predicted
 }
 
-// repaired returns out, or, for an audit record its topic refused before
-// or would refuse, what the audit topic can take (Repaired).
-func (w *Writer) repaired(at Coord, out *kgo.Record, now time.Time) *kgo.Record {
+// repaired returns out, or, for an audit record (whose first own headers
+// are the input's) its topic refused before or would refuse, what the
+// audit topic can take (Repaired).
+func (w *Writer) repaired(at Coord, out *kgo.Record, own int, now time.Time) *kgo.Record {
 	if out.Topic != w.opts.AuditTopic {
 		return out
 	}
 	if err := w.refusal(at, out, now); err != nil {
-		return Repaired(out, err, now)
+		return Repaired(out, own, err, now, w.opts.Limits[out.Topic].maxBytes())
 	}
 	return out
 }

@@ -1,8 +1,11 @@
 package producer
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -196,4 +199,147 @@ type nopClient struct{}
 
 func (nopClient) Produce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
 	promise(r, nil)
+}
+
+// TestWriterCutsUntilItFits: an audit record the audit topic refuses as
+// too large even without its value is cut further at every refusal
+// (Repaired's levels) until the topic takes it, whether the Writer knows
+// the topic's limit (then the first try fits) or not (one abort a level):
+// a record with a huge idempotency key, huge headers and a huge Kafka key
+// must never stall its partition by being refused forever. Before the
+// levels, such a record (a 1 MB Idempotency-Key header audited
+// invalid_key: the header and dedup.key, 2 MB) was retried without its
+// value, refused again, forever.
+func TestWriterCutsUntilItFits(t *testing.T) {
+	big := func(n int) []byte { return []byte(strings.Repeat("x", n)) }
+	const limit = 10_000
+	in := &kgo.Record{Topic: "push-events", Partition: 1, Offset: 7, Key: big(3000), Value: big(3000),
+		Headers: []kgo.RecordHeader{{Key: "Idempotency-Key", Value: big(8000)}, {Key: "tenant-id", Value: []byte("t")}}}
+	at := Coord{Topic: "push-events", Partition: 1, Offset: 7}
+	for _, tc := range []struct {
+		name  string
+		key   []byte // the decision's key
+		level int    // how far the audit record must be cut
+	}{
+		{"small key", []byte("k"), 2},               // the Kafka key and the big header must go
+		{"huge key", big(9950), 3},                  // dedup.key too
+		{"no key", nil, 2},                          // missing_key: nothing to drop at level 3
+		{"fits without its value", []byte("k"), -1}, // with a smaller input below
+	} {
+		for _, known := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/limit known %v", tc.name, known), func(t *testing.T) {
+				in := in
+				level := tc.level
+				if level < 0 {
+					c := *in
+					c.Headers = c.Headers[1:]
+					c.Value = big(limit)
+					in, level = &c, 1
+				}
+				opts := WriterOptions{AuditTopic: "dedup.audit", AuditPartitions: 3}
+				if known {
+					opts.Limits = map[string]Limits{"dedup.audit": {MaxMessageBytes: limit}}
+				}
+				w := NewWriter(opts)
+				c := &fakeClient{fail: func(r *kgo.Record) error {
+					if RecordBatchBytes(r) > limit {
+						return kerr.MessageTooLarge
+					}
+					return nil
+				}}
+				d := &dedup.Decision{Reason: dedup.InvalidKey, Key: tc.key}
+				tries := 0
+				for ; tries < 5; tries++ {
+					c.got = nil
+					w.Decided(context.Background(), c, &testStream, at, in, d)
+					if !w.Failed() {
+						break
+					}
+					w.Reset() // the transaction aborted: decided again
+				}
+				if w.Failed() || len(c.got) != 1 {
+					t.Fatalf("still refused after %d tries: %v", tries, w.Err())
+				}
+				if want := 0; known && tries != want {
+					t.Errorf("%d aborts with the audit topic's limit known, want %d", tries, want)
+				}
+				r := c.got[0]
+				if cutLevel(r, 0) != level {
+					t.Fatalf("cut to level %d (%d bytes), want %d; headers %v", cutLevel(r, 0), RecordBatchBytes(r), level, names(r))
+				}
+				if v, _ := header(r, HeaderValueDropped); v != strconv.Itoa(len(in.Value)) || r.Value != nil {
+					t.Errorf("%s = %q with a value of %d bytes, want %d and no value", HeaderValueDropped, v, len(r.Value), len(in.Value))
+				}
+				for k, want := range map[string]string{HeaderReason: "invalid_key", HeaderSource: "push-events/1/7", HeaderStream: "push"} {
+					if got, n := header(r, k); got != want || n != 1 {
+						t.Errorf("%s = %q (%d times), want %q", k, got, n, want)
+					}
+				}
+				_, nKey := header(r, HeaderKey)
+				hasKey := nKey == 1
+				switch level {
+				case 1:
+					if len(r.Headers) != len(in.Headers)+5 || !bytes.Equal(r.Key, in.Key) {
+						t.Errorf("without its value only, yet headers %v, key of %d bytes", names(r), len(r.Key))
+					}
+				case 2, 3:
+					if r.Key != nil || hasKey != (level == 2 && tc.key != nil) {
+						t.Errorf("stripped to level %d: Kafka key of %d bytes, dedup.key %v; headers %v", level, len(r.Key), hasKey, names(r))
+					}
+					if v, _ := header(r, HeaderStripped); v != strconv.Itoa(3000+len("Idempotency-Key")+8000+len("tenant-id")+1) {
+						t.Errorf("%s = %q", HeaderStripped, v)
+					}
+					for _, h := range r.Headers {
+						if !strings.HasPrefix(h.Key, "dedup.") {
+							t.Errorf("stripped record kept the input's header %q", h.Key)
+						}
+					}
+				}
+				if v, n := header(r, HeaderKeyDropped); (level == 3) != (n == 1) || (n == 1 && v != strconv.Itoa(len(tc.key))) {
+					t.Errorf("%s = %q (%d times) at level %d", HeaderKeyDropped, v, n, level)
+				}
+			})
+		}
+	}
+}
+
+func names(r *kgo.Record) []string {
+	var ns []string
+	for _, h := range r.Headers {
+		ns = append(ns, h.Key)
+	}
+	return ns
+}
+
+// TestWriterTimestampAndSize: an audit record refused for its timestamp
+// and, once restamped, for its size gets both repairs: refusals add up
+// rather than replace each other, which would alternate forever.
+func TestWriterTimestampAndSize(t *testing.T) {
+	w := NewWriter(WriterOptions{AuditTopic: "dedup.audit", AuditPartitions: 3})
+	now := time.Now()
+	in := &kgo.Record{Topic: "push-events", Offset: 3, Value: []byte(strings.Repeat("v", 100)), Timestamp: now.Add(48 * time.Hour)}
+	c := &fakeClient{fail: func(r *kgo.Record) error {
+		switch {
+		case r.Timestamp.After(time.Now().Add(time.Hour)):
+			return kerr.InvalidTimestamp
+		case r.Value != nil:
+			return kerr.MessageTooLarge
+		}
+		return nil
+	}}
+	for tries := 0; ; tries++ {
+		if tries == 4 {
+			t.Fatalf("still refused: %v", w.Err())
+		}
+		c.got = nil
+		w.Decided(context.Background(), c, &testStream, Coord{Topic: "push-events", Offset: 3}, in, &dedup.Decision{Reason: dedup.MissingKey})
+		if !w.Failed() {
+			break
+		}
+		w.Reset()
+	}
+	r := c.got[0]
+	if _, n := header(r, HeaderOriginalTS); n != 1 || r.Value != nil {
+		t.Fatalf("want restamped and without its value: %v, value %q", names(r), r.Value)
+	}
 }
