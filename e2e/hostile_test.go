@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -723,4 +724,257 @@ func recordDiff(a, b *kgo.Record) string {
 		d = append(d, fmt.Sprintf("%d headers (want %d)", len(a.Headers), len(b.Headers)))
 	}
 	return strings.Join(d, ", ")
+}
+
+// TestRandomRecords is the end-to-end fuzz test, seeded (a Go fuzz target
+// would start a broker and kdedup for every input): records of random
+// shape fed through one running kdedup on three brokers and checked
+// exactly against the model (e.verify). Random headers (the key and scope
+// headers or others, a lower-case spelling, dedup.* names, repeated, empty
+// values, invalid UTF-8, over-long keys), random values (nil, empty,
+// binary, JSON with the key, scope, fingerprint and compare fields present
+// or missing, holding strings with escapes and invalid UTF-8, numbers in
+// other spellings, booleans, null, objects, arrays, repeated members, odd
+// white space, truncated), keys from a small pool so that copies collide,
+// copies of earlier records (exact, re-timed, with a header or the value
+// changed), timestamps that run late and jump past the ttl, random Kafka
+// keys and partitions. KDEDUP_CRASH_SEED reruns a seed;
+// KDEDUP_RANDOM_RECORDS sets how many records (default 5,000).
+func TestRandomRecords(t *testing.T) {
+	e := fakeSetup(t, threeBrokers)
+	seed := testSeed(t)
+	n := 5000
+	if s := os.Getenv("KDEDUP_RANDOM_RECORDS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1 {
+			t.Fatalf("KDEDUP_RANDOM_RECORDS=%q: want a number of records", s)
+		}
+	}
+	in := start(t, e.config(t, "random", ""))
+	g := newRandomRecords(e.tp, seed)
+	pcl := hostileProducer(t, e)
+	const chunk = 200
+	for sent := 0; sent < n; sent += chunk {
+		recs := make([]*kgo.Record, 0, chunk)
+		for i := sent; i < min(n, sent+chunk); i++ {
+			recs = append(recs, g.next())
+		}
+		if err := pcl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatalf("seed %d: producing: %v", seed, err)
+		}
+	}
+	rep := e.verify(t, n)
+	select {
+	case err := <-in.done:
+		t.Fatalf("seed %d: kdedup exited: %v\n%s", seed, err, in.logs)
+	default:
+	}
+	if !rep.OK() {
+		t.Fatalf("seed %d: %v\nkdedup's goroutines and log: %s", seed, rep, in.dump())
+	}
+	in.stop(t)
+	t.Logf("random records: %v", rep)
+	for _, x := range []string{"first_seen", "duplicate", "conflict", "invalid_key", "missing_key", "malformed"} {
+		if rep.ByReason[x] == 0 {
+			t.Errorf("seed %d: no record was decided %s: %v", seed, x, rep)
+		}
+	}
+}
+
+// randomRecords generates TestRandomRecords' records.
+type randomRecords struct {
+	tp    *e2e.Topics
+	rng   *rand.Rand
+	clock time.Time
+	sent  []*kgo.Record
+	keys  []string // the pool keys are drawn from
+	uuids []string
+}
+
+func newRandomRecords(tp *e2e.Topics, seed uint64) *randomRecords {
+	g := &randomRecords{tp: tp, rng: rand.New(rand.NewPCG(seed, 11)), clock: time.Now().Add(-2 * time.Hour).Truncate(time.Millisecond)}
+	for i := 0; i < 40; i++ {
+		g.keys = append(g.keys, fmt.Sprintf("key-%d", i))
+		g.uuids = append(g.uuids, randomUUID(g.rng))
+	}
+	g.keys = append(g.keys, "", " ", strings.Repeat("k", 64), strings.Repeat("k", 65), "\xff\xfe", "caf\xc3\xa9", "a\x00b", "1e3", "1000", "true")
+	g.uuids = append(g.uuids, strings.ToUpper(g.uuids[0]), "{"+g.uuids[1]+"}", "not-a-uuid", "")
+	return g
+}
+
+func (g *randomRecords) pick(xs []string) string { return xs[g.rng.IntN(len(xs))] }
+
+func (g *randomRecords) next() *kgo.Record {
+	rng := g.rng
+	g.clock = g.clock.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
+	var r *kgo.Record
+	if len(g.sent) > 0 && rng.IntN(100) < 40 {
+		orig := g.sent[len(g.sent)-1-rng.IntN(min(len(g.sent), 200))]
+		c := *orig
+		c.Headers = append([]kgo.RecordHeader(nil), orig.Headers...)
+		r = &c
+		switch q := rng.IntN(10); {
+		case q < 5: // an exact copy, re-timed below
+		case q < 7 && len(r.Headers) > 0: // a header changed or dropped
+			i := rng.IntN(len(r.Headers))
+			if rng.IntN(2) == 0 {
+				r.Headers = append(r.Headers[:i:i], r.Headers[i+1:]...)
+			} else {
+				r.Headers[i].Value = g.headerValue(r.Headers[i].Key)
+			}
+		case q < 9: // the value changed
+			r.Value = g.value(r.Topic)
+		default: // a byte of the value changed
+			if len(r.Value) > 0 {
+				r.Value = append([]byte(nil), r.Value...)
+				r.Value[rng.IntN(len(r.Value))] ^= byte(1 + rng.IntN(255))
+			}
+		}
+	} else {
+		topic := g.tp.PushInput
+		if rng.IntN(2) == 0 {
+			topic = g.tp.OrderInput
+		}
+		r = &kgo.Record{Topic: topic, Partition: int32(rng.IntN(e2e.Partitions))}
+		switch rng.IntN(4) {
+		case 0:
+		case 1:
+			r.Key = []byte{}
+		default:
+			r.Key = []byte(g.pick(g.keys))
+		}
+		names := []string{"Idempotency-Key", "X-Client-Token", "tenant-id", "idempotency-key", "dedup.reason", "dedup.key", "x-other"}
+		for i := rng.IntN(6); i > 0; i-- {
+			name := g.pick(names)
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: name, Value: g.headerValue(name)})
+		}
+		r.Value = g.value(topic)
+		g.sent = append(g.sent, r)
+	}
+	switch q := rng.IntN(1000); {
+	case q < 895:
+		r.Timestamp = g.clock
+	case q < 995: // late, up to five minutes
+		r.Timestamp = g.clock.Add(-time.Duration(rng.IntN(300_000)) * time.Millisecond)
+	default: // past the ttls: the clock jumps
+		g.clock = g.clock.Add(e2e.OrderTTL + time.Duration(rng.IntN(60_000))*time.Millisecond)
+		r.Timestamp = g.clock
+	}
+	c := *r
+	c.Headers = append([]kgo.RecordHeader(nil), r.Headers...)
+	return &c
+}
+
+// headerValue is a random value for header name.
+func (g *randomRecords) headerValue(name string) []byte {
+	switch q := g.rng.IntN(10); {
+	case q < 1:
+		return nil
+	case q < 2:
+		return []byte{}
+	case q < 3:
+		return randomBytes(g.rng, g.rng.IntN(80))
+	}
+	switch name {
+	case "X-Client-Token":
+		return []byte(g.pick(g.uuids))
+	case "tenant-id":
+		return []byte(g.pick([]string{"t1", "t2", "", "\xff", "\xfe"}))
+	}
+	return []byte(g.pick(g.keys))
+}
+
+// value is a random value for topic's stream.
+func (g *randomRecords) value(topic string) []byte {
+	rng := g.rng
+	switch q := rng.IntN(100); {
+	case q < 4:
+		return nil
+	case q < 8:
+		return []byte{}
+	case q < 14:
+		return randomBytes(rng, rng.IntN(200))
+	}
+	var members []string
+	add := func(name, v string) { members = append(members, strconv.Quote(name)+g.space()+":"+g.space()+v) }
+	if topic == g.tp.PushInput {
+		if rng.IntN(2) == 0 {
+			inner := []string{}
+			if rng.IntN(4) > 0 {
+				inner = append(inner, `"resubmitCheckKey":`+g.scalar(g.keys))
+			}
+			data := "{" + strings.Join(inner, ",") + "}"
+			if rng.IntN(8) == 0 {
+				data = g.pick([]string{"[]", "null", `"x"`, "1"})
+			}
+			add("data", data)
+		}
+		for _, f := range []string{"user_id", "template_id", "body"} {
+			if rng.IntN(3) > 0 {
+				add(f, g.scalar([]string{"1", "welcome", "hi"}))
+			}
+		}
+	} else {
+		if rng.IntN(3) > 0 {
+			add("order_id", g.scalar(g.uuids))
+		}
+		if rng.IntN(4) > 0 {
+			add("tenant_id", g.scalar([]string{"t1", "t2", "\xff", "\xfe"}))
+		}
+		for _, f := range []string{"amount", "currency"} {
+			if rng.IntN(4) > 0 {
+				add(f, g.scalar([]string{"1", "2", "EUR"}))
+			}
+		}
+	}
+	if rng.IntN(4) == 0 {
+		add("extra", g.scalar([]string{"x"}))
+	}
+	if rng.IntN(10) == 0 && len(members) > 0 { // a repeated member
+		members = append(members, members[rng.IntN(len(members))])
+	}
+	rng.Shuffle(len(members), func(i, j int) { members[i], members[j] = members[j], members[i] })
+	v := g.space() + "{" + strings.Join(members, ","+g.space()) + "}" + g.space()
+	if rng.IntN(15) == 0 { // truncated: not JSON
+		v = v[:rng.IntN(len(v))]
+	}
+	return []byte(v)
+}
+
+// space is random JSON white space, mostly none.
+func (g *randomRecords) space() string {
+	if g.rng.IntN(4) > 0 {
+		return ""
+	}
+	return g.pick([]string{" ", "\n", "\t ", "\r\n"})
+}
+
+// scalar is a random JSON value: mostly a string from pool, spelled
+// plainly or with escapes, else another kind of value.
+func (g *randomRecords) scalar(pool []string) string {
+	s := g.pick(pool)
+	switch q := g.rng.IntN(20); {
+	case q < 12:
+		return `"` + s + `"` // raw: invalid UTF-8 and NUL stay invalid or get refused as JSON
+	case q < 14:
+		return strconv.Quote(s)
+	case q < 15: // \u escapes of every rune
+		var b strings.Builder
+		b.WriteByte('"')
+		for _, c := range s {
+			fmt.Fprintf(&b, `\u%04x`, c)
+		}
+		b.WriteByte('"')
+		return b.String()
+	case q < 16:
+		return g.pick([]string{"1e3", "1000", "-0", "1.50", "0"})
+	case q < 17:
+		return g.pick([]string{"true", "false"})
+	case q < 18:
+		return "null"
+	case q < 19:
+		return `{"a":` + strconv.Quote(s) + `}`
+	default:
+		return `[` + strconv.Quote(s) + `]`
+	}
 }

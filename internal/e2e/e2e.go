@@ -746,11 +746,15 @@ func (rep *Report) checkAudits(audits []*kgo.Record, wantAudit map[string]Expect
 			rep.problem("audit: %s audited but the model says first_seen (or no such input)", src)
 			continue
 		}
-		reason, _ := header(a, "dedup.reason")
-		key, hasKey := header(a, "dedup.key")
-		first, _ := header(a, "dedup.first")
-		firstTS, _ := header(a, "dedup.first_ts")
-		stream, _ := header(a, "dedup.stream")
+		// kdedup's headers follow the input's own, which may carry
+		// dedup.* headers of their own (an audit record fed back, or a
+		// hostile producer).
+		own := &kgo.Record{Headers: a.Headers[min(len(want.input.Headers), len(a.Headers)):]}
+		reason, _ := header(own, "dedup.reason")
+		key, hasKey := header(own, "dedup.key")
+		first, _ := header(own, "dedup.first")
+		firstTS, _ := header(own, "dedup.first_ts")
+		stream, _ := header(own, "dedup.stream")
 		wantTS := ""
 		if want.First != "" {
 			wantTS = strconv.FormatInt(want.FirstTS, 10)
@@ -806,9 +810,10 @@ func differs(a, in *kgo.Record) string {
 	if !a.Timestamp.Equal(in.Timestamp) {
 		diffs = append(diffs, fmt.Sprintf("timestamp %d (input %d)", a.Timestamp.UnixMilli(), in.Timestamp.UnixMilli()))
 	}
+	// The input's headers first, then only kdedup's dedup.* headers.
 	var hs []string
-	for _, h := range a.Headers {
-		if !strings.HasPrefix(h.Key, "dedup.") {
+	for i, h := range a.Headers {
+		if i < len(in.Headers) || !strings.HasPrefix(h.Key, "dedup.") {
 			hs = append(hs, fmt.Sprintf("%q=%q", h.Key, h.Value))
 		}
 	}
