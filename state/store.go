@@ -63,6 +63,10 @@ type Options struct {
 	FS vfs.FS
 	// Logger receives Pebble's own messages. Default: discards them.
 	Logger zerolog.Logger
+	// Owner, if its Group is set, is who the store's keyspaces must
+	// belong to: Open refuses a store another owner marked (ErrForeign),
+	// and marks one that has no owner yet (corrupt.go).
+	Owner Owner
 }
 
 // EnsureDefaults fills in the defaults of unset fields.
@@ -127,7 +131,10 @@ type Store struct {
 	po   *pebble.Options
 	dir  string
 	fs   vfs.FS
+	opts Options       // as opened with, to open again (Rebuild)
 	load atomic.Uint64 // names the Loader's sstables
+	// corrupt is what Pebble reported of damage to db's files (corrupt.go).
+	corrupt *corruption
 
 	mu   sync.Mutex
 	open map[string]*Partition // by keyspace prefix
@@ -163,18 +170,37 @@ func (s *Store) chargeIndex(n int64) bool {
 // take together.
 func (s *Store) IndexBytes() int64 { return s.indexBytes.Load() }
 
-// Open opens (creating if needed) the store in dir.
+// Open opens (creating if needed) the store in dir. A store whose files
+// are damaged is refused with an error wrapping ErrStoreCorrupt, one that
+// another owner marked (Options.Owner) with ErrForeign (corrupt.go; see
+// OpenOrRebuild).
 func Open(dir string, opts Options) (*Store, error) {
 	opts.EnsureDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	s := &Store{dir: dir, fs: opts.FS, opts: opts, indexBudget: opts.IndexMemory, open: map[string]*Partition{}, writing: make(chan struct{}, 1)}
+	if err := s.openDB(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// openDB opens the Pebble database of s.dir, checks it (inspect,
+// verifyTables, claim) and makes it the store's.
+func (s *Store) openDB() error {
+	opts, dir := s.opts, s.dir
+	if err := inspect(opts.FS, dir); err != nil {
+		return err
+	}
+	corrupt := newCorruption()
 	po := &pebble.Options{
 		FS:                 opts.FS,
 		CacheSize:          opts.CacheSize,
 		MemTableSize:       opts.MemtableSize,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{opts.Logger},
+		EventListener:      s.listener(corrupt),
 	}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(opts.BloomBitsPerKey)
@@ -184,16 +210,34 @@ func Open(dir string, opts Options) (*Store, error) {
 	po.EnsureDefaults()
 	db, err := pebble.Open(dir, po)
 	if err != nil {
-		return nil, fmt.Errorf("opening state in %s: %w", dir, err)
+		return openError(dir, err)
 	}
-	s := &Store{db: db, po: po, dir: dir, fs: opts.FS, indexBudget: opts.IndexMemory, open: map[string]*Partition{}, writing: make(chan struct{}, 1)}
+	if err := verifyTables(context.Background(), db, opts.FS, dir, po.MakeReaderOptions()); err != nil {
+		db.Close()
+		return fmt.Errorf("opening state in %s: %w", dir, err)
+	}
+	if opts.Owner.Group != "" {
+		adopted, err := claim(db, dir, opts.Owner)
+		if err != nil {
+			db.Close()
+			if IsCorrupt(err) || errors.Is(err, ErrForeign) {
+				return err
+			}
+			return fmt.Errorf("opening state in %s: %w", dir, err)
+		}
+		if adopted {
+			opts.Logger.Info().Str("dir", dir).Str("group", opts.Owner.Group).Str("changelog_topic", opts.Owner.ChangelogTopic).
+				Msg("state without an owner (written by an older kdedup): trusted, and marked as this group's")
+		}
+	}
 	// Loaders write their sstables here before Pebble ingests them; what
 	// a crash left behind was never ingested.
 	if err := errors.Join(s.fs.RemoveAll(s.fs.PathJoin(dir, loadDir)), s.fs.MkdirAll(s.fs.PathJoin(dir, loadDir), 0o755)); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("opening state in %s: preparing %s: %w", dir, loadDir, err)
+		return fmt.Errorf("opening state in %s: preparing %s: %w", dir, loadDir, err)
 	}
-	return s, nil
+	s.db, s.po, s.corrupt = db, po, corrupt
+	return nil
 }
 
 // loadDir is the directory, in the store's, of the Loader's sstables.
