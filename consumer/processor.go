@@ -470,28 +470,74 @@ func (p *Processor) groupOpts() []kgo.Opt {
 // transaction, leaves the group and returns nil. Failures of the brokers
 // or the client never end Run: the session is rebuilt and processing
 // resumes from the committed offsets.
+//
+// Damage to the state store ends Run (it would fail every transaction
+// again, forever): once the store reports corruption (state.Store's
+// Corrupted), or a session ends on an error that says so, the session
+// stops as on shutdown (the open transaction aborts if a read failed in
+// it, and the group is left, so that the partitions can move) and Run
+// returns an error wrapping state.ErrStoreCorrupt. The caller rebuilds the
+// store (state.Store.Rebuild) and runs a new Processor, which restores
+// every partition from the changelog.
 func (p *Processor) Run(ctx context.Context) error {
+	sctx, stop := p.untilCorrupt(ctx)
+	defer stop()
 	backoff := 100 * time.Millisecond
 	for {
-		err := p.session(ctx)
+		err := p.session(sctx)
 		p.ready.Store(false)
-		if ctx.Err() != nil {
+		cerr := p.corrupted(ctx, err)
+		if sctx.Err() != nil || cerr != nil {
 			p.failKeys()
 			p.closePartitions()
-			return nil
+			return cerr
 		}
 		reason := rebuildReason(err)
 		p.obs.Rebuilt(reason)
 		p.log.Warn().Err(err).Str("reason", reason).Dur("retry_in", backoff).Msg("rebuilding the client session")
 		select {
-		case <-ctx.Done():
+		case <-sctx.Done():
 			p.failKeys()
 			p.closePartitions()
-			return nil
+			return p.corrupted(ctx, nil)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// untilCorrupt returns ctx, also ended once the store reports corruption.
+func (p *Processor) untilCorrupt(ctx context.Context) (context.Context, context.CancelFunc) {
+	sctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-p.opts.Store.Corrupted():
+			p.log.Error().Err(p.opts.Store.Corruption()).Msg("state store corrupt: stopping, to rebuild it from the changelog")
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	return sctx, cancel
+}
+
+// corrupted returns the error Run ends with when the store is damaged (a
+// corruption it reported, or err's), wrapping state.ErrStoreCorrupt; nil
+// if it is not, or on shutdown (ctx ended).
+func (p *Processor) corrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	cause := p.opts.Store.Corruption()
+	if cause == nil && state.IsCorrupt(err) {
+		cause = err
+	}
+	if cause == nil {
+		return nil
+	}
+	if !errors.Is(cause, state.ErrStoreCorrupt) {
+		cause = fmt.Errorf("%w: %w", state.ErrStoreCorrupt, cause)
+	}
+	return fmt.Errorf("consumer: processing stopped: %w", cause)
 }
 
 func (p *Processor) closePartitions() {
