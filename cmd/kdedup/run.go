@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -143,11 +145,15 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 	if int64(cfg.State.CacheSize)+2*int64(cfg.State.MemtableSize) > int64(cfg.State.Memory)/2 {
 		log.Warn().Msg("state.cache_size and two memtables take more than half of state.memory: the key indexes and the Kafka clients may not fit in what is left")
 	}
-	store, err := state.Open(filepath.Join(cfg.StateDir, "state"), state.Options{
+	// A damaged store, or another group's, is moved aside and replaced by
+	// an empty one, restored from the changelog (docs/operations.md,
+	// "Corrupt state").
+	store, _, err := state.OpenOrRebuild(filepath.Join(cfg.StateDir, "state"), state.Options{
 		CacheSize:    int64(cfg.State.CacheSize),
 		MemtableSize: uint64(cfg.State.MemtableSize),
 		IndexMemory:  mem.index,
 		Logger:       log,
+		Owner:        state.Owner{Group: cfg.Group, ChangelogTopic: cfg.ChangelogTopic},
 	})
 	if err != nil {
 		return err
@@ -209,7 +215,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		admin.NewDiskCollector(cfg.StateDir),
 		admin.NewLagCollector(kadm.NewClient(lagCl), cfg.Group, cfg.InstanceID, admin.LagOptions{}),
 	)
-	proc, err := consumer.New(consumer.Options{
+	procOpts := consumer.Options{
 		Brokers:        brokers,
 		Group:          cfg.Group,
 		InstanceID:     cfg.InstanceID,
@@ -227,22 +233,25 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		ClientOpts:     append(slices.Clip(secure), kgo.WithHooks(metrics.KgoHooks())),
 		RestoreBuffer:  mem.restoreBuffer,
 		MinFreeSpace:   minFreeSpace(cfg.State),
-	})
+	}
+	proc, err := consumer.New(procOpts)
 	if err != nil {
 		return err
 	}
-	metrics.SetReady(proc.Ready)
+	live := &liveProcessor{}
+	live.Store(proc)
+	metrics.SetReady(live.Ready)
 	if cfg.AdminAddr != "" {
 		token, err := cfg.ReadAdminToken()
 		if err != nil {
 			return err
 		}
-		srv, err := admin.Listen(cfg.AdminAddr, metrics, proc.Ready, log,
+		srv, err := admin.Listen(cfg.AdminAddr, metrics, live.Ready, log,
 			admin.WithToken(token), admin.WithTLS(cfg.AdminTLS.CertFile, cfg.AdminTLS.KeyFile))
 		if err != nil {
 			return err
 		}
-		srv.HandleKeys(proc, cfg.InstanceID)
+		srv.HandleKeys(live, cfg.InstanceID)
 		srv.HandleSnapshot(func() (any, error) {
 			dir, err := filepath.Abs(filepath.Join(cfg.StateDir, "snapshots", time.Now().UTC().Format("20060102T150405.000000000Z")))
 			if err != nil {
@@ -262,7 +271,40 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		opts.started(served{brokers: brokers, metrics: metrics, proc: proc})
 	}
 	log.Info().Str("group", cfg.Group).Str("instance_id", cfg.InstanceID).Str("guarantee", cfg.Guarantee).Msg("processing")
-	return proc.Run(ctx)
+	for {
+		err := proc.Run(ctx)
+		if !errors.Is(err, state.ErrStoreCorrupt) {
+			return err
+		}
+		// Damage met while running: the store is moved aside and
+		// replaced by an empty one, and a new processor, from the
+		// group's committed offsets, restores every partition from the
+		// changelog.
+		if _, err := store.Rebuild(err); err != nil {
+			return err
+		}
+		if proc, err = consumer.New(procOpts); err != nil {
+			return err
+		}
+		live.Store(proc)
+		log.Info().Str("group", cfg.Group).Str("instance_id", cfg.InstanceID).Msg("processing again, on a rebuilt state")
+	}
+}
+
+// liveProcessor is the processor running now, for what outlives one (the
+// admin endpoints): a rebuild of corrupt state replaces it.
+type liveProcessor struct {
+	atomic.Pointer[consumer.Processor]
+}
+
+func (l *liveProcessor) Ready() bool { return l.Load().Ready() }
+
+func (l *liveProcessor) LookupKey(ctx context.Context, q consumer.KeyQuery) (consumer.KeyState, error) {
+	return l.Load().LookupKey(ctx, q)
+}
+
+func (l *liveProcessor) ForgetKey(ctx context.Context, q consumer.KeyQuery, m consumer.Match) (consumer.KeyState, error) {
+	return l.Load().ForgetKey(ctx, q, m)
 }
 
 // memoryBudget is how kdedup run shares state.memory out.
