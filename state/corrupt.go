@@ -31,7 +31,7 @@ import (
 //     of the keys before them, a state that looks caught up and is not);
 //     Pebble's own checks (a corrupt manifest or write-ahead log, an
 //     sstable missing or of the wrong size); and a pass over every block
-//     of every sstable checking its checksum (verifyTables: about 40 ms
+//     of every sstable checking its checksum (verifyTables: 40 to 100 ms
 //     per million keys from the page cache);
 //   - while open: Pebble verifies each block's checksum when it reads it,
 //     and reports a mismatch to its event listener (DataCorruption), which
@@ -248,9 +248,10 @@ func openError(dir string, err error) error {
 
 // verifyTables reads every block of every live sstable of db and checks
 // its checksum: damage in data no lookup has read yet is found at Open,
-// before any decision, rather than mid-transaction. About 40 ms per
-// million keys (56 MB of sstables) from the page cache
-// (BenchmarkVerifyTables); from disk, the time to read them.
+// before any decision, rather than mid-transaction. 40 to 100 ms per
+// million keys (36 to 56 MB of sstables) from the page cache
+// (BenchmarkVerifyTables), less than a partition's key index build
+// (about 150 ms per million keys); from disk, the time to read them.
 func verifyTables(ctx context.Context, db *pebble.DB, fs vfs.FS, dir string, ro sstable.ReaderOptions) error {
 	levels, err := db.SSTables()
 	if err != nil {
