@@ -14,7 +14,7 @@ KAFKA_CLUSTER_BROKERS = 127.0.0.1:$(KAFKA_CLUSTER_PORT),127.0.0.1:$(shell echo $
 # The tests that run on the three-node cluster in make test-kafka.
 KAFKA_CLUSTER_TESTS ?= ^(TestScaleOut|TestCrashRecovery|TestBrokerBounce)$$
 
-.PHONY: all build demo test lint fmt-check vet staticcheck bench bench-e2e plots fuzz clean kafka-up kafka-down test-kafka kafka-up3 kafka-down3 test-kafka-single test-kafka3 test-prometheus
+.PHONY: all build demo test lint fmt-check vet staticcheck bench bench-e2e plots fuzz clean kafka-up kafka-down test-kafka kafka-up3 kafka-down3 test-kafka-single test-kafka3 test-prometheus soak soak-kafka flood
 
 all: build
 
@@ -89,6 +89,25 @@ test-kafka3:
 	$(GO) test -count=1 -timeout 20m -v -run '$(KAFKA_CLUSTER_TESTS)' ./e2e; \
 	status=$$?; echo "== three-node part: $$(($$(date +%s)-start))s"; exit $$status
 
+# The long mixed-fault soak (docs/soak.md): TestSoak for SOAK_DURATION on
+# an in-process cluster of three brokers, faults at random (a seed
+# printed; KDEDUP_SOAK_SEED=N reruns its fault sequence), ending exact.
+# make test runs the same test for 45s. soak-kafka runs it on a fresh
+# three-node Apache Kafka cluster with broker SIGKILLs among the faults,
+# stopped afterwards whatever the outcome (needs java and mvn).
+SOAK_DURATION       ?= 1000s
+SOAK_KAFKA_DURATION ?= 300s
+soak:
+	KDEDUP_SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -timeout 90m -v -run '^TestSoak$$' ./e2e
+
+soak-kafka:
+	@KAFKA_CLUSTER_PORT=$(KAFKA_CLUSTER_PORT) scripts/kafka.sh down3 >/dev/null
+	@trap 'KAFKA_CLUSTER_PORT=$(KAFKA_CLUSTER_PORT) scripts/kafka.sh down3' EXIT; trap 'exit 130' INT TERM; \
+	KAFKA_CLUSTER_PORT=$(KAFKA_CLUSTER_PORT) scripts/kafka.sh up3 && \
+	KAFKA_CLUSTER_PORT=$(KAFKA_CLUSTER_PORT) KDEDUP_TEST_BROKERS=$(KAFKA_CLUSTER_BROKERS) \
+	KDEDUP_TEST_BOUNCE=$(CURDIR)/scripts/kafka.sh KDEDUP_SOAK_DURATION=$(SOAK_KAFKA_DURATION) \
+	$(GO) test -count=1 -timeout 60m -v -run '^TestSoak$$' ./e2e
+
 # The dashboard and alert rules against the real tools (Debian's
 # prometheus package: prometheus and promtool on the PATH): promtool checks
 # deploy/prometheus/alerts.yml and runs its unit tests, then a Prometheus
@@ -140,6 +159,14 @@ plots:
 
 # Runs every fuzz target for FUZZTIME each (go test -fuzz takes one target
 # at a time).
+# 10 million distinct keys within one ttl, as fast as they can be sent,
+# into a kdedup with state.memory 256MiB: its peak RSS must stay within
+# it (make test runs the same test with 300,000 keys).
+FLOOD_KEYS ?= 10000000
+FLOOD_MEMORY ?= 256MiB
+flood:
+	KDEDUP_FLOOD_KEYS=$(FLOOD_KEYS) KDEDUP_FLOOD_MEMORY=$(FLOOD_MEMORY) $(GO) test -count=1 -v -timeout 40m -run '^TestMemoryFlood$$' ./e2e
+
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
