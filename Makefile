@@ -160,10 +160,10 @@ plots:
 # Runs every fuzz target for FUZZTIME each (go test -fuzz takes one target
 # at a time).
 # 10 million distinct keys within one ttl, as fast as they can be sent,
-# into a kdedup with state.memory 256MiB: its peak RSS must stay within
+# into a kdedup with state.memory 512MiB: its peak RSS must stay within
 # it (make test runs the same test with 300,000 keys).
 FLOOD_KEYS ?= 10000000
-FLOOD_MEMORY ?= 256MiB
+FLOOD_MEMORY ?= 512MiB
 flood:
 	KDEDUP_FLOOD_KEYS=$(FLOOD_KEYS) KDEDUP_FLOOD_MEMORY=$(FLOOD_MEMORY) $(GO) test -count=1 -v -timeout 40m -run '^TestMemoryFlood$$' ./e2e
 

@@ -247,6 +247,16 @@ func TestGuard(t *testing.T) {
 		if a := call(t, "POST", base+"/state/snapshot"); a.code != 401 {
 			t.Errorf("/state/snapshot without the token: %d, want 401", a.code)
 		}
+		if a := call(t, "GET", base+"/debug/pprof/heap"); a.code != 401 {
+			t.Errorf("/debug/pprof/heap without the token: %d, want 401", a.code)
+		}
+		req, _ := http.NewRequest("GET", base+"/debug/pprof/heap?debug=1", nil)
+		req.Header.Set("Authorization", "Bearer s3cret")
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+			t.Errorf("/debug/pprof/heap with the token: %v %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
 		for _, p := range open {
 			if resp, err := http.Get(base + p); err != nil || resp.StatusCode != 200 {
 				t.Errorf("%s: %v %v", p, resp, err)

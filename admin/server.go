@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -19,8 +20,8 @@ import (
 )
 
 // Server serves the admin endpoints: /healthz, /readyz and /metrics,
-// always open; the state endpoints (/state/...) and the key admin API
-// (/v1/...), guarded (guard): with a token, by "Authorization: Bearer";
+// always open; the state endpoints (/state/...), the key admin API
+// (/v1/...) and Go's profiles (/debug/pprof/...), guarded (guard): with a token, by "Authorization: Bearer";
 // without one, served only on a loopback address.
 //
 // Handlers run on net/http's goroutines; what they call (Metrics, the
@@ -88,6 +89,13 @@ func Listen(addr string, m *Metrics, ready func() bool, log zerolog.Logger, opts
 		fmt.Fprintln(w, "ready")
 	})
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	// Go's profiles of the running process (heap, CPU, goroutines),
+	// guarded like the admin API: a profile shows keys in memory.
+	s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	s.srv = &http.Server{Handler: s.guard(s.mux), ReadHeaderTimeout: 5 * time.Second}
 	return s, nil
 }
@@ -109,7 +117,7 @@ func isLoopback(addr string) bool {
 
 // guarded reports whether a path is one of the guarded endpoints.
 func guarded(path string) bool {
-	return strings.HasPrefix(path, "/v1/") || strings.HasPrefix(path, "/state/")
+	return strings.HasPrefix(path, "/v1/") || strings.HasPrefix(path, "/state/") || strings.HasPrefix(path, "/debug/")
 }
 
 // guard checks the token (or the loopback rule) of guarded requests

@@ -166,6 +166,13 @@ type Options struct {
 	// sstables. Default: 64 MiB (state.DefaultLoadBuffer), about 1.3
 	// million changes each.
 	RestoreBuffer int
+	// FetchMaxBytes bounds one fetch of the processing client
+	// (kgo.FetchMaxBytes) and each partition's part of it
+	// (kgo.FetchMaxPartitionBytes, at most 1 MiB): the bytes are the
+	// wire's, compressed, and small compressible records took thirty
+	// times as much once decoded (cmd/kdedup's memoryPlan sizes it).
+	// Default: 0, franz-go's (50 MiB, 1 MiB a partition).
+	FetchMaxBytes int32
 	// MinFreeSpace is the free space floor of the state's file system
 	// (config state.min_free_space): below it the loop stops deciding
 	// records (disk.go) until the file system has room again. 0: no
@@ -455,6 +462,9 @@ func (p *Processor) groupOpts() []kgo.Opt {
 			p.rebalanced(false, m)
 		}),
 	)
+	if n := p.opts.FetchMaxBytes; n > 0 {
+		opts = append(opts, kgo.FetchMaxBytes(n), kgo.FetchMaxPartitionBytes(min(n, 1<<20)))
+	}
 	if p.opts.Guarantee == config.ExactlyOnce {
 		opts = append(opts,
 			kgo.TransactionalID(p.txnID),

@@ -382,6 +382,7 @@ func (s *Store) Rebuild(cause error) (quarantined string, err error) {
 			p.stopBuild()
 			p.release()
 			p.closed = true
+			p.recount()
 		}
 		s.open = map[string]*Partition{}
 		if err := s.db.Close(); err != nil {

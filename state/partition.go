@@ -87,6 +87,7 @@ type Partition struct {
 	// closed when the write ends, applyErr then set if it failed, and
 	// pebbleStamp is what Pebble holds without it.
 	mem         *memChanges
+	counted     int // mem.len() as last added to store.pending (recount)
 	applying    *memChanges
 	applyDone   chan struct{}
 	applyErr    error
@@ -118,6 +119,7 @@ func (p *Partition) Close() {
 		p.closed = true
 		p.index = nil // every use of a closed partition fails before it
 		delete(p.store.open, string(p.prefix))
+		p.recount()
 	}
 }
 
@@ -800,7 +802,21 @@ func (b *Batch) CommitAsync(input, changelog int64) error {
 	p.stamp = st
 	p.updateIndex(b)
 	p.mem.merge(b, p)
+	p.recount()
 	return p.Tick()
+}
+
+// recount brings the store's count of changes held in memory
+// (Options.PendingChanges) up to date with p.mem.
+func (p *Partition) recount() {
+	n := p.mem.len()
+	if p.closed {
+		n = 0
+	}
+	if d := n - p.counted; d != 0 {
+		p.store.pending.Add(int64(d))
+		p.counted = n
+	}
 }
 
 // updateIndex applies a committed batch's changes of stored keys to the

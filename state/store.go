@@ -58,6 +58,14 @@ type Options struct {
 	// 50 ns. Throughput then degrades with the keys held, and memory does
 	// not grow with them. Default: 0, no bound.
 	IndexMemory int64
+	// PendingChanges bounds the committed changes all open partitions
+	// together hold in memory before writing them to Pebble (the
+	// write-back of writeback.go; about 130 bytes each, with their
+	// retirement heap entries): past it, a partition writes what it holds
+	// at its next commit or Tick, however few its own. Each partition
+	// also writes once it holds checkpointChanges (100,000). Default: 0,
+	// no bound but that one, per partition.
+	PendingChanges int64
 	// FS is the file system. Default: the operating system's; tests use
 	// vfs.NewMem().
 	FS vfs.FS
@@ -138,6 +146,9 @@ type Store struct {
 
 	mu   sync.Mutex
 	open map[string]*Partition // by keyspace prefix
+	// pending counts the changes the open partitions hold in mem
+	// (Partition.recount), for Options.PendingChanges.
+	pending atomic.Int64
 	// writing admits one partition's checkpoint write at a time: several
 	// partitions reach checkpointChanges together, and their writes at
 	// once (each a large Pebble batch, then a memtable flush) would take

@@ -189,7 +189,17 @@ func (b *Batch) retireHeap(hp *retireHeap, wm int64, limit, seen int, fn func(de
 // checkpointDue reports whether mem should be written now: it is large,
 // or Pebble's stamp is behind and the last checkpoint is old.
 func (p *Partition) checkpointDue() bool {
-	return p.mem.len() >= checkpointChanges || p.stamp != p.pebbleStamp && time.Since(p.lastWrite) >= checkpointEvery
+	if n := p.mem.len(); n >= checkpointChanges || n > 0 && p.overPending(1) {
+		return true
+	}
+	return p.stamp != p.pebbleStamp && time.Since(p.lastWrite) >= checkpointEvery
+}
+
+// overPending reports whether the open partitions together hold more
+// than times Options.PendingChanges changes in memory.
+func (p *Partition) overPending(times int64) bool {
+	bound := p.store.opts.PendingChanges
+	return bound > 0 && p.store.pending.Load() >= times*bound
 }
 
 // checkpoint starts writing mem, with the current stamp, to Pebble on a
@@ -202,6 +212,7 @@ func (p *Partition) checkpoint() error {
 	m := p.mem
 	m.stamp = p.stamp
 	p.mem = newMemChanges()
+	p.recount()
 	p.applying = m
 	p.lastWrite = time.Now()
 	done := make(chan struct{})
@@ -239,9 +250,11 @@ func (p *Partition) Tick() error {
 		default:
 			// The previous checkpoint is still being written: the next
 			// waits for it only once memory holds checkpointLimit
-			// changes, so that a slow write does not stall the caller
-			// (a transaction's commit) for as long as memory allows.
-			if p.mem.len() < checkpointLimit {
+			// changes (or the open partitions together twice
+			// Options.PendingChanges), so that a slow write does not
+			// stall the caller (a transaction's commit) for as long as
+			// memory allows.
+			if p.mem.len() < checkpointLimit && !p.overPending(2) {
 				return nil
 			}
 		}
@@ -295,6 +308,7 @@ func (p *Partition) Wait() error {
 		// state as it now is must not commit as if nothing happened.
 		p.stamp = p.pebbleStamp
 		p.mem = newMemChanges()
+		p.recount()
 		p.stale = true
 		p.failure = fmt.Errorf("writing the state of %s/%d: %w", p.topic, p.partition, err)
 		return p.failure

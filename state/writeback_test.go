@@ -327,3 +327,64 @@ func TestFailedCheckpointFailsTheBatch(t *testing.T) {
 		t.Fatalf("Pebble's stamp %+v (%v), want input 0: it holds none of the lost changes", st, err)
 	}
 }
+
+// TestPendingChangesBound: with Options.PendingChanges, the partitions
+// together hold at most about twice that many committed changes in
+// memory, however few each holds; without it each holds up to
+// checkpointChanges.
+func TestPendingChangesBound(t *testing.T) {
+	const bound, perBatch = 1_000, 300
+	s, err := Open("", Options{FS: vfs.NewMem(), PendingChanges: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var parts []*Partition
+	for n := range int32(3) {
+		p, err := s.OpenPartition("push-events", n, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, p)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	peak := int64(0)
+	for round := range 30 {
+		for i, p := range parts {
+			b := p.NewBatch()
+			for range perBatch {
+				var h dedup.Hash
+				for j := range h {
+					h[j] = byte(rng.Uint32())
+				}
+				if err := b.Put(h, dedup.Entry{FirstSeen: 1, Expiry: 1 << 40, Topic: "push-events", Partition: int32(i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := b.CommitAsync(int64((round+1)*perBatch), 0); err != nil {
+				t.Fatal(err)
+			}
+			peak = max(peak, s.pending.Load())
+		}
+	}
+	if peak > 2*bound+perBatch {
+		t.Errorf("up to %d changes held in memory, bound %d", peak, bound)
+	}
+	if peak < bound {
+		t.Errorf("never more than %d changes held: the test did not reach the bound %d", peak, bound)
+	}
+	for _, p := range parts {
+		if err := p.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.pending.Load(); n != 0 {
+		t.Errorf("%d changes counted after every partition wrote them", n)
+	}
+	for _, p := range parts {
+		p.Close()
+	}
+	if n := s.pending.Load(); n != 0 {
+		t.Errorf("%d changes counted after every partition closed", n)
+	}
+}

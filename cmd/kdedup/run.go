@@ -141,7 +141,8 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		debug.SetMemoryLimit(mem.goLimit)
 	}
 	log.Info().Int64("memory", int64(cfg.State.Memory)).Int64("go_memory_limit", debug.SetMemoryLimit(-1)).
-		Int64("index_memory", mem.index).Int("restore_buffer", mem.restoreBuffer).Msg("memory budget")
+		Int64("index_memory", mem.index).Int("restore_buffer", mem.restoreBuffer).
+		Int64("pending_changes", mem.pendingChanges).Int32("fetch_bytes", mem.fetchBytes).Msg("memory budget")
 	if int64(cfg.State.CacheSize)+2*int64(cfg.State.MemtableSize) > int64(cfg.State.Memory)/2 {
 		log.Warn().Msg("state.cache_size and two memtables take more than half of state.memory: the key indexes and the Kafka clients may not fit in what is left")
 	}
@@ -149,11 +150,12 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 	// an empty one, restored from the changelog (docs/operations.md,
 	// "Corrupt state").
 	store, _, err := state.OpenOrRebuild(filepath.Join(cfg.StateDir, "state"), state.Options{
-		CacheSize:    int64(cfg.State.CacheSize),
-		MemtableSize: uint64(cfg.State.MemtableSize),
-		IndexMemory:  mem.index,
-		Logger:       log,
-		Owner:        state.Owner{Group: cfg.Group, ChangelogTopic: cfg.ChangelogTopic},
+		CacheSize:      int64(cfg.State.CacheSize),
+		MemtableSize:   uint64(cfg.State.MemtableSize),
+		IndexMemory:    mem.index,
+		PendingChanges: mem.pendingChanges,
+		Logger:         log,
+		Owner:          state.Owner{Group: cfg.Group, ChangelogTopic: cfg.ChangelogTopic},
 	})
 	if err != nil {
 		return err
@@ -232,6 +234,7 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		Limits:         limits,
 		ClientOpts:     append(slices.Clip(secure), kgo.WithHooks(metrics.KgoHooks())),
 		RestoreBuffer:  mem.restoreBuffer,
+		FetchMaxBytes:  mem.fetchBytes,
 		MinFreeSpace:   minFreeSpace(cfg.State),
 	}
 	proc, err := consumer.New(procOpts)
@@ -309,25 +312,61 @@ func (l *liveProcessor) ForgetKey(ctx context.Context, q consumer.KeyQuery, m co
 
 // memoryBudget is how kdedup run shares state.memory out.
 type memoryBudget struct {
-	goLimit       int64 // Go's memory limit to set; 0: leave it (GOMEMLIMIT is set)
-	index         int64 // state.Options.IndexMemory
-	restoreBuffer int   // consumer.Options.RestoreBuffer
+	goLimit        int64 // Go's memory limit to set; 0: leave it (GOMEMLIMIT is set)
+	index          int64 // state.Options.IndexMemory
+	restoreBuffer  int   // consumer.Options.RestoreBuffer
+	pendingChanges int64 // state.Options.PendingChanges
+	fetchBytes     int32 // consumer.Options.FetchMaxBytes
 }
+
+// changeBytes is what one committed change held in memory before its
+// checkpoint costs (its map entry, its retirement heap item, its share of
+// the map's growth), measured in heap profiles of TestMemoryFlood: 36 MB
+// for about 145,000 changes.
+const changeBytes = 250
+
+// indexReserve is the heap memoryPlan keeps from the key indexes for the
+// write-back, the fetched records and Pebble's write batches, which at
+// state.memory 256MiB took about 80 MiB together at their peak in
+// TestMemoryFlood.
+const indexReserve = 96 << 20
 
 // memoryPlan shares st.Memory out. Pebble's block cache and memtables
 // (their own settings) are allocated outside Go's heap; 90% of the rest
 // is Go's memory limit (the garbage collector works harder as the heap
 // nears it, rather than the process passing it; the other 10% are what
 // the runtime holds besides the heap), at least 64 MiB, unless GOMEMLIMIT
-// is set (envLimit), which then wins. Of the heap, 3/8 of st.Memory may
-// go to the key indexes of all partitions, and 1/16, at most 64 MiB and
-// at least 4 MiB, to each of a restore's two buffers; the rest holds the
-// write-back of committed changes and the Kafka clients' buffers.
+// is set (envLimit), which then wins. Of that heap:
+//   - the key indexes of all partitions take at most 3/8 of st.Memory and
+//     what the heap leaves after a 96 MiB reserve for the rest below (at
+//     least a quarter of the heap): at 1 GiB the reserve does not bind,
+//     at 256 MiB it leaves the indexes 48 MiB (an exact index grows by
+//     doubling, and for a while takes half as much again);
+//   - the committed changes held in memory before their checkpoint, an
+//     eighth of the heap (state.Options.PendingChanges; about twice that
+//     while checkpoints are written);
+//   - a fetch of records, a 256th of the heap, at least 512 KiB and at
+//     most franz-go's 50 MiB: a fetch's bytes are compressed, and small
+//     compressible records took thirty times their bytes on the wire
+//     once decompressed and decoded (TestMemoryFlood's heap profile: 80
+//     MB for a 2.25 MiB fetch);
+//   - a restore's two buffers, 1/16 of st.Memory each, at most 64 MiB
+//     and at least 4 MiB (a restore runs while nothing is decided).
+//
+// The rest holds the open transactions' batches, the producers' buffers
+// and Pebble's write batches. TestMemoryFlood checks the sum: 10 million
+// new keys as fast as they come stay within state.memory.
 func memoryPlan(st config.StateOptions, envLimit bool) memoryBudget {
 	m := int64(st.Memory)
-	b := memoryBudget{index: m / 8 * 3, restoreBuffer: int(min(max(m/16, 4<<20), 64<<20))}
+	heap := max((m-int64(st.CacheSize)-2*int64(st.MemtableSize))/10*9, 64<<20)
+	b := memoryBudget{
+		index:          min(m/8*3, max(heap-indexReserve, heap/4)),
+		restoreBuffer:  int(min(max(m/16, 4<<20), 64<<20)),
+		pendingChanges: heap / 8 / changeBytes,
+		fetchBytes:     int32(min(max(heap/256, 512<<10), 50<<20)),
+	}
 	if !envLimit {
-		b.goLimit = max((m-int64(st.CacheSize)-2*int64(st.MemtableSize))/10*9, 64<<20)
+		b.goLimit = heap
 	}
 	return b
 }
