@@ -591,7 +591,7 @@ func (p *Processor) session(ctx context.Context) (err error) {
 		if serr != nil {
 			return fmt.Errorf("creating transactional session %s: %w", p.txnID, serr)
 		}
-		defer func() { p.leave(sess.Close, p.giveBack(ctx, err)) }()
+		defer func() { p.leave(sess.Close, p.giveBack(ctx, err), ctx.Err() != nil) }()
 		// Fence at once: InitProducerID aborts whatever transaction an
 		// earlier session of this transactional id left open (a crash, an
 		// unknown outcome). Waiting for the first record would deadlock:
@@ -610,7 +610,7 @@ func (p *Processor) session(ctx context.Context) (err error) {
 	if cerr != nil {
 		return fmt.Errorf("creating client: %w", cerr)
 	}
-	defer func() { p.leave(cl.Close, p.giveBack(ctx, err)) }()
+	defer func() { p.leave(cl.Close, p.giveBack(ctx, err), ctx.Err() != nil) }()
 	return p.loop(ctx, &alosClient{cl: cl})
 }
 
@@ -632,8 +632,28 @@ func (p *Processor) giveBack(ctx context.Context, err error) bool {
 // sends no LeaveGroup and waits for nothing); removing the member while
 // its own client still ran would make that client rejoin, and its close
 // wait on the rebalance.
-func (p *Processor) leave(closeFn func(), leaveGroup bool) {
-	closeFn()
+//
+// On shutdown the close is waited for closeWait at most: a client whose
+// group join cannot complete (a rebalance waiting for a member that is
+// frozen) waits for that join in its close, which would hold the stop
+// until kdedup's shutdown limit and skip the LeaveGroup, leaving the
+// partitions to wait out the session timeout (found by the soak,
+// TestSoakStopDuringJoin). The member is then removed while its client
+// still closes, which the process's exit ends. Between sessions the
+// close is always waited for: a new session must not meet the old
+// client in the group.
+func (p *Processor) leave(closeFn func(), leaveGroup, shutdown bool) {
+	if !shutdown {
+		closeFn()
+	} else {
+		closed := make(chan struct{})
+		go func() { closeFn(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(closeWait):
+			p.log.Warn().Dur("waited", closeWait).Msg("closing the client takes long (a group join that cannot complete?): leaving the group without waiting for it")
+		}
+	}
 	if !leaveGroup {
 		return
 	}
@@ -690,6 +710,10 @@ func newKgoLogger(log zerolog.Logger) kgoLogger {
 	log = log.With().Str("component", "kgo").Logger()
 	return kgoLogger{kzerolog.New(&log), &log}
 }
+
+// closeWait bounds how long a shutdown waits for the client's close
+// before leaving the group without it (Processor.leave).
+const closeWait = 5 * time.Second
 
 // kgoLogger is kzerolog's logger with its Level replaced, which kzerolog
 // has no option for: kzerolog maps zerolog's info to franz-go's info, and
