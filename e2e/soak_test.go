@@ -302,8 +302,10 @@ type soak struct {
 	pending []soakAction
 	counts  map[string]int
 	faults  []soakFault
-	// handles are the kfake faults installed, by kind.
-	handles map[string][]*kfake.FaultHandle
+	// handles are the kfake faults installed, by kind; pendingFault the
+	// last of each kind.
+	pendingFault map[string]pendingFault
+	handles      map[string][]*kfake.FaultHandle
 	// atCommit counts the kills at commit that landed at a commit.
 	atCommit atomic.Int64
 	// disarmed makes every control still installed let requests pass
@@ -343,7 +345,7 @@ type soak struct {
 
 func newSoak(t *testing.T, e *env, seed uint64, conf soakConf) *soak {
 	s := &soak{t: t, e: e, conf: conf, seed: seed, rng: rand.New(rand.NewPCG(seed, 0x50a4)),
-		root: t.TempDir(), running: map[string]*soakInst{}, counts: map[string]int{}, handles: map[string][]*kfake.FaultHandle{}}
+		root: t.TempDir(), running: map[string]*soakInst{}, counts: map[string]int{}, handles: map[string][]*kfake.FaultHandle{}, pendingFault: map[string]pendingFault{}}
 	var err error
 	s.fcl, err = kgo.NewClient(e.conn()...)
 	if err != nil {
@@ -873,24 +875,56 @@ func (s *soak) faultForeignMember() string {
 }
 
 // fakeFault installs a one-shot kfake fault.
-func (s *soak) fakeFault(kind string, f kfake.Fault) {
+// fakeFault installs a one-shot kfake fault of kind and reports whether
+// it did. One of a kind waits at a time, 10s at most: a fault waits for a
+// matching request, and while kdedup rebuilds a session it sends none, so
+// unanswered faults would pile up and then fail every request it sends,
+// one after the other (a first version had every transaction of the last
+// 500s of a 1000s run fail that way). One unanswered for 10s is removed
+// (counted as expired).
+func (s *soak) fakeFault(kind string, f kfake.Fault) bool {
+	if p, ok := s.pendingFault[kind]; ok && p.h.Hits() == 0 {
+		if time.Since(p.at) < 10*time.Second {
+			return false
+		}
+		p.h.Remove()
+		if p.h.Hits() == 0 {
+			s.counts["expired-"+kind]++
+		}
+	}
 	f.Count = 1
-	s.handles[kind] = append(s.handles[kind], s.e.fake.Fault(f))
+	h := s.e.fake.Fault(f)
+	s.handles[kind] = append(s.handles[kind], h)
+	s.pendingFault[kind] = pendingFault{h: h, at: time.Now()}
+	return true
+}
+
+// pendingFault is the last kfake fault of a kind and when it was
+// installed.
+type pendingFault struct {
+	h  *kfake.FaultHandle
+	at time.Time
 }
 
 func (s *soak) faultProduceTimeout() string {
 	topic := pick(s.rng, s.kdedupTopics())
-	s.fakeFault("produce-timeout", kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.RequestTimedOut})
+	if !s.fakeFault("produce-timeout", kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.RequestTimedOut}) {
+		return ""
+	}
 	return "REQUEST_TIMED_OUT after applying the next Produce to " + topic
 }
 
 func (s *soak) faultOffsetCommitTimeout() string {
-	s.fakeFault("txnoffsetcommit-timeout", kfake.Fault{Keys: []kmsg.Key{kmsg.TxnOffsetCommit}, Err: kerr.RequestTimedOut})
+	if !s.fakeFault("txnoffsetcommit-timeout", kfake.Fault{Keys: []kmsg.Key{kmsg.TxnOffsetCommit}, Err: kerr.RequestTimedOut}) {
+		return ""
+	}
 	return "REQUEST_TIMED_OUT after applying the next TxnOffsetCommit"
 }
 
 func (s *soak) faultEndTxnTimeout() string {
-	s.fakeFault("endtxn-timeout-unapplied", kfake.Fault{Keys: []kmsg.Key{kmsg.EndTxn}, Err: kerr.RequestTimedOut})
+	if !s.fakeFault("endtxn-timeout-unapplied", kfake.Fault{Keys: []kmsg.Key{kmsg.EndTxn}, Err: kerr.RequestTimedOut}) {
+		return ""
+	}
 	return "REQUEST_TIMED_OUT to the next EndTxn, not applied"
 }
 
@@ -901,7 +935,9 @@ func (s *soak) faultEndTxnTimeout() string {
 func (s *soak) faultProduceFatal() string {
 	topic := pick(s.rng, s.kdedupTopics())
 	err := pick(s.rng, []*kerr.Error{kerr.UnknownServerError, kerr.PolicyViolation, kerr.CorruptMessage})
-	s.fakeFault("produce-fatal", kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: err})
+	if !s.fakeFault("produce-fatal", kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: err}) {
+		return ""
+	}
 	return fmt.Sprintf("%s to the next Produce to %s", err.Message, topic)
 }
 
@@ -1465,7 +1501,7 @@ func (s *soak) report(n, inputs, outs, audits int, rep *e2e.Report, open []strin
 	nf := 0
 	for k, v := range s.counts {
 		kinds = append(kinds, fmt.Sprintf("%s=%d", k, v))
-		if !strings.HasPrefix(k, "freeze-") {
+		if !strings.HasPrefix(k, "freeze-") && !strings.HasPrefix(k, "expired-") {
 			nf += v
 		}
 	}
