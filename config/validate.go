@@ -161,18 +161,21 @@ const (
 	SASLScramSHA512 = "SCRAM-SHA-512"
 )
 
+// fileExists reports, at path, a file name (if set) that cannot be read
+// as a file: missing, or a directory.
+func fileExists(add func(path, format string, args ...any), path, name string) {
+	if name == "" {
+		return
+	}
+	if st, err := os.Stat(name); err != nil {
+		add(path, "%v", err)
+	} else if st.IsDir() {
+		add(path, "%s is a directory", quote(name))
+	}
+}
+
 // connectionProblems checks sasl and tls.
 func (c *Config) connectionProblems(add func(path, format string, args ...any)) {
-	fileExists := func(path, name string) {
-		if name == "" {
-			return
-		}
-		if st, err := os.Stat(name); err != nil {
-			add(path, "%v", err)
-		} else if st.IsDir() {
-			add(path, "%s is a directory", quote(name))
-		}
-	}
 	sa := c.SASL
 	switch sa.Mechanism {
 	case "":
@@ -195,15 +198,15 @@ func (c *Config) connectionProblems(add func(path, format string, args ...any)) 
 	default:
 		add("sasl.mechanism", "must be %s, %s or %s, got %s", SASLPlain, SASLScramSHA256, SASLScramSHA512, quote(sa.Mechanism))
 	}
-	fileExists("sasl.password_file", sa.PasswordFile)
+	fileExists(add, "sasl.password_file", sa.PasswordFile)
 
 	t := c.TLS
 	if t.On() && len(c.Brokers) == 0 {
 		add("tls", "needs brokers: the embedded broker takes no TLS")
 	}
-	fileExists("tls.ca_file", t.CAFile)
-	fileExists("tls.cert_file", t.CertFile)
-	fileExists("tls.key_file", t.KeyFile)
+	fileExists(add, "tls.ca_file", t.CAFile)
+	fileExists(add, "tls.cert_file", t.CertFile)
+	fileExists(add, "tls.key_file", t.KeyFile)
 	if t.CertFile != "" && t.KeyFile == "" {
 		add("tls.key_file", "is required with tls.cert_file")
 	}
@@ -285,27 +288,15 @@ func (c *Config) problems() []Problem {
 	switch {
 	case c.AdminToken != "" && c.AdminTokenFile != "":
 		add("admin_token_file", "set admin_token or admin_token_file, not both")
-	case c.AdminTokenFile != "":
-		if st, err := os.Stat(c.AdminTokenFile); err != nil {
-			add("admin_token_file", "%v", err)
-		} else if st.IsDir() {
-			add("admin_token_file", "%s is a directory", quote(c.AdminTokenFile))
-		}
+	default:
+		fileExists(add, "admin_token_file", c.AdminTokenFile)
 	}
 	if (c.AdminTLS.CertFile == "") != (c.AdminTLS.KeyFile == "") {
 		add("admin_tls", "cert_file and key_file go together: set both or neither")
 	}
-	for _, f := range [][2]string{{"admin_tls.cert_file", c.AdminTLS.CertFile}, {"admin_tls.key_file", c.AdminTLS.KeyFile}, {"admin_tls.ca_file", c.AdminTLS.CAFile}} {
-		path, name := f[0], f[1]
-		if name == "" {
-			continue
-		}
-		if st, err := os.Stat(name); err != nil {
-			add(path, "%v", err)
-		} else if st.IsDir() {
-			add(path, "%s is a directory", quote(name))
-		}
-	}
+	fileExists(add, "admin_tls.cert_file", c.AdminTLS.CertFile)
+	fileExists(add, "admin_tls.key_file", c.AdminTLS.KeyFile)
+	fileExists(add, "admin_tls.ca_file", c.AdminTLS.CAFile)
 	if c.State.CacheSize <= 0 {
 		add("state.cache_size", "must be greater than 0")
 	}
