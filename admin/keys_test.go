@@ -2,33 +2,25 @@ package admin
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/kdedup/kdedup/consumer"
 	"github.com/kdedup/kdedup/dedup"
+	"github.com/kdedup/kdedup/internal/testcerts"
 )
 
 // fakeKeys holds live keys of stream "push" by key text, as a processor
@@ -226,7 +218,6 @@ func TestKeysAPI(t *testing.T) {
 // address, nobody elsewhere (403); /healthz, /readyz and /metrics always.
 func TestGuard(t *testing.T) {
 	f := &fakeKeys{live: map[string]consumer.KeyState{}}
-	open := []string{"/healthz", "/readyz", "/metrics"}
 	guarded := "/v1/keys/push?key=k"
 
 	t.Run("token", func(t *testing.T) {
@@ -257,13 +248,7 @@ func TestGuard(t *testing.T) {
 		} else {
 			resp.Body.Close()
 		}
-		for _, p := range open {
-			if resp, err := http.Get(base + p); err != nil || resp.StatusCode != 200 {
-				t.Errorf("%s: %v %v", p, resp, err)
-			} else {
-				resp.Body.Close()
-			}
-		}
+		checkOpen(t, base)
 	})
 	t.Run("no token, every interface", func(t *testing.T) {
 		base := keyServer(t, "0.0.0.0:0", f)
@@ -271,13 +256,7 @@ func TestGuard(t *testing.T) {
 		if msg, _ := a.body["error"].(string); a.code != 403 || !strings.Contains(msg, "admin_token") {
 			t.Errorf("no token on 0.0.0.0: %d %q, want 403 naming admin_token", a.code, msg)
 		}
-		for _, p := range open {
-			if resp, err := http.Get(base + p); err != nil || resp.StatusCode != 200 {
-				t.Errorf("%s: %v %v", p, resp, err)
-			} else {
-				resp.Body.Close()
-			}
-		}
+		checkOpen(t, base)
 	})
 	t.Run("no token, loopback", func(t *testing.T) {
 		base := keyServer(t, "127.0.0.1:0", f)
@@ -285,6 +264,19 @@ func TestGuard(t *testing.T) {
 			t.Errorf("no token on 127.0.0.1: %d, want 404 (served)", a.code)
 		}
 	})
+}
+
+// checkOpen requires /healthz, /readyz and /metrics to answer 200 with
+// no token.
+func checkOpen(t *testing.T, base string) {
+	t.Helper()
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		if resp, err := http.Get(base + p); err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s: %v %v", p, resp, err)
+		} else {
+			resp.Body.Close()
+		}
+	}
 }
 
 func TestIsLoopback(t *testing.T) {
@@ -351,38 +343,25 @@ func FuzzParseIfMatch(f *testing.F) {
 	})
 }
 
-// TestTLS serves the API over HTTPS with a self-signed certificate.
+// TestTLS serves the API over HTTPS with a test authority's certificate.
 func TestTLS(t *testing.T) {
-	dir := t.TempDir()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certs, err := testcerts.Generate(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kdedup"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := errors.Join(
-		os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600),
-		os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600),
-	); err != nil {
-		t.Fatal(err)
-	}
-
-	if _, err := Listen("127.0.0.1:0", NewMetrics(), func() bool { return true }, zerolog.Nop(), WithTLS(certFile, certFile)); err == nil || !strings.Contains(err.Error(), "admin_tls") {
+	if _, err := Listen("127.0.0.1:0", NewMetrics(), func() bool { return true }, zerolog.Nop(), WithTLS(certs.ServerCert, certs.ServerCert)); err == nil || !strings.Contains(err.Error(), "admin_tls") {
 		t.Errorf("a certificate without its key: %v, want an admin_tls error", err)
 	}
 	f := &fakeKeys{live: map[string]consumer.KeyState{"k1": liveKey(`"e1"`)}}
-	base := strings.Replace(keyServer(t, "127.0.0.1:0", f, WithTLS(certFile, keyFile), WithToken("t")), "http://", "https://", 1)
+	base := strings.Replace(keyServer(t, "127.0.0.1:0", f, WithTLS(certs.ServerCert, certs.ServerKey), WithToken("t")), "http://", "https://", 1)
+	caPEM, err := os.ReadFile(certs.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pool := x509.NewCertPool()
-	pool.AddCert(mustParse(t, der))
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("no certificate in the test authority's PEM")
+	}
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	req, _ := http.NewRequest("GET", base+"/v1/keys/push?key=k1", nil)
 	req.Header.Set("Authorization", "Bearer t")
@@ -397,13 +376,4 @@ func TestTLS(t *testing.T) {
 	if resp, err := http.Get(strings.Replace(base, "https://", "http://", 1) + "/healthz"); err == nil && resp.StatusCode == 200 {
 		t.Errorf("plain HTTP answered 200 on the HTTPS listener")
 	}
-}
-
-func mustParse(t *testing.T, der []byte) *x509.Certificate {
-	t.Helper()
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
