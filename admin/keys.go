@@ -34,6 +34,19 @@ type KeyBody struct {
 	Stream string   `json:"stream"`
 	Key    string   `json:"key"`
 	Scope  []string `json:"scope"`
+	// KeyEntryBody is the entry (its fields are the body's own in JSON).
+	KeyEntryBody
+	// ETag is the entry's entity tag, as in the ETag header.
+	ETag string `json:"etag"`
+	// Instance is the instance_id of the instance that answered.
+	Instance string `json:"instance"`
+	// Entries lists every live entry when more than one partition holds
+	// the key (an input not partitioned by it); absent otherwise.
+	Entries []KeyEntryBody `json:"entries,omitempty"`
+}
+
+// KeyEntryBody is one partition's entry of a key.
+type KeyEntryBody struct {
 	// Partition is the partition whose state holds the entry,
 	// topic/partition.
 	Partition string `json:"partition"`
@@ -46,22 +59,6 @@ type KeyBody struct {
 	ExpiresTS int64  `json:"expires_ts"`
 	// Fingerprint is the first-seen payload's fingerprint (hex), which a
 	// later record's must equal for a duplicate rather than a conflict.
-	Fingerprint string `json:"fingerprint"`
-	// ETag is the entry's entity tag, as in the ETag header.
-	ETag string `json:"etag"`
-	// Instance is the instance_id of the instance that answered.
-	Instance string `json:"instance"`
-	// Entries lists every live entry when more than one partition holds
-	// the key (an input not partitioned by it); absent otherwise.
-	Entries []KeyEntryBody `json:"entries,omitempty"`
-}
-
-// KeyEntryBody is one partition's entry of a key.
-type KeyEntryBody struct {
-	Partition   string `json:"partition"`
-	First       string `json:"first"`
-	FirstTS     int64  `json:"first_ts"`
-	ExpiresTS   int64  `json:"expires_ts"`
 	Fingerprint string `json:"fingerprint"`
 }
 
@@ -168,29 +165,24 @@ func keyBody(q consumer.KeyQuery, ks consumer.KeyState, instance string) KeyBody
 	if scope == nil {
 		scope = []string{}
 	}
-	e := ks.Entries[0]
-	b := KeyBody{
-		Stream: q.Stream, Key: q.Key, Scope: scope,
+	b := KeyBody{Stream: q.Stream, Key: q.Key, Scope: scope, KeyEntryBody: entryBody(ks.Entries[0]), ETag: ks.ETag, Instance: instance}
+	if len(ks.Entries) > 1 {
+		for _, e := range ks.Entries {
+			b.Entries = append(b.Entries, entryBody(e))
+		}
+	}
+	return b
+}
+
+// entryBody describes one partition's entry of a key.
+func entryBody(e consumer.KeyEntry) KeyEntryBody {
+	return KeyEntryBody{
 		Partition:   e.Topic + "/" + strconv.Itoa(int(e.Partition)),
 		First:       e.Entry.Topic + "/" + strconv.Itoa(int(e.Entry.Partition)) + "/" + strconv.FormatInt(e.Offset, 10),
 		FirstTS:     e.FirstSeen,
 		ExpiresTS:   e.Expiry,
 		Fingerprint: hex.EncodeToString(e.Fingerprint[:]),
-		ETag:        ks.ETag,
-		Instance:    instance,
 	}
-	if len(ks.Entries) > 1 {
-		for _, e := range ks.Entries {
-			b.Entries = append(b.Entries, KeyEntryBody{
-				Partition:   e.Topic + "/" + strconv.Itoa(int(e.Partition)),
-				First:       e.Entry.Topic + "/" + strconv.Itoa(int(e.Entry.Partition)) + "/" + strconv.FormatInt(e.Offset, 10),
-				FirstTS:     e.FirstSeen,
-				ExpiresTS:   e.Expiry,
-				Fingerprint: hex.EncodeToString(e.Fingerprint[:]),
-			})
-		}
-	}
-	return b
 }
 
 // ErrIfMatch is returned by parseIfMatch for a header that is neither "*"

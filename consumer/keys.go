@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -280,7 +281,7 @@ func (p *Processor) verifyStream(ctx context.Context, c client, s *streamRun, of
 			keys = append(keys, key)
 		}
 	}
-	slices.SortFunc(keys, func(a, b tp) int { return int(a.partition - b.partition) })
+	slices.SortFunc(keys, func(a, b tp) int { return cmp.Compare(a.partition, b.partition) })
 	sts := make([]*partState, 0, len(keys))
 	for _, key := range keys {
 		st, err := p.partition(key)
@@ -373,23 +374,10 @@ func (p *Processor) keyState(r *keyRequest, sts []*partState) KeyState {
 		}
 	}
 	slices.SortFunc(ks.Entries, func(a, b KeyEntry) int {
-		if a.FirstSeen != b.FirstSeen {
-			return cmpInt64(a.FirstSeen, b.FirstSeen)
-		}
-		return int(a.Partition - b.Partition)
+		return cmp.Or(cmp.Compare(a.FirstSeen, b.FirstSeen), cmp.Compare(a.Partition, b.Partition))
 	})
 	ks.ETag = etag(ks.Entries)
 	return ks
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // etag is the strong entity tag of entries: a digest of every field of
