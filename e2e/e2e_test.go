@@ -683,30 +683,10 @@ func (e *env) waitCaughtUp(t *testing.T, produced int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for {
-		ends, err := adm.ListEndOffsets(ctx, e.tp.Inputs()...)
-		if err == nil {
-			err = ends.Error()
-		}
-		var committed kadm.OffsetResponses
-		if err == nil {
-			committed, err = adm.FetchOffsets(ctx, e.tp.Group)
-		}
-		if err == nil {
-			err = committed.Error()
-		}
+		lag, sum, err := e.groupLag(ctx, adm)
 		if err != nil {
 			t.Fatalf("waiting for the group to catch up: %v", err)
 		}
-		lag, sum := int64(0), int64(0)
-		ends.Each(func(o kadm.ListedOffset) {
-			sum += o.Offset
-			c, ok := committed.Lookup(o.Topic, o.Partition)
-			if !ok {
-				lag += o.Offset
-			} else {
-				lag += o.Offset - c.At
-			}
-		})
 		if lag == 0 && sum >= int64(produced) {
 			return
 		}
@@ -746,4 +726,34 @@ func TestAtLeastOnce(t *testing.T) {
 		t.Fatalf("seed %d: %d records re-emitted after %d kills: more than %d a kill (2 commit intervals of %v at %d events/s)",
 			seed, rep.Duplicated, run.kills, perKill, interval, rate)
 	}
+}
+
+// groupLag returns the group's lag over the inputs (each partition's end
+// offset less the group's committed offset; a partition never committed
+// counts whole) and the inputs' end offsets summed.
+func (e *env) groupLag(ctx context.Context, adm *kadm.Client) (lag, ends int64, err error) {
+	end, err := adm.ListEndOffsets(ctx, e.tp.Inputs()...)
+	if err == nil {
+		err = end.Error()
+	}
+	var committed kadm.OffsetResponses
+	if err == nil {
+		committed, err = adm.FetchOffsets(ctx, e.tp.Group)
+	}
+	if err == nil {
+		err = committed.Error()
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	end.Each(func(o kadm.ListedOffset) {
+		ends += o.Offset
+		c, ok := committed.Lookup(o.Topic, o.Partition)
+		if !ok {
+			lag += o.Offset
+		} else {
+			lag += o.Offset - c.At
+		}
+	})
+	return lag, ends, nil
 }

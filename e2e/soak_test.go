@@ -1385,31 +1385,11 @@ func (s *soak) drained(n int, within time.Duration) error {
 	for time.Now().Before(deadline) {
 		s.reap(true)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		ends, err := s.adm.ListEndOffsets(ctx, s.e.tp.Inputs()...)
-		if err == nil {
-			err = ends.Error()
-		}
-		var committed kadm.OffsetResponses
-		if err == nil {
-			committed, err = s.adm.FetchOffsets(ctx, s.e.tp.Group)
-		}
-		if err == nil {
-			err = committed.Error()
-		}
+		lag, sum, err := s.e.groupLag(ctx, s.adm)
 		cancel()
 		if err != nil {
 			last = err.Error()
 		} else {
-			lag, sum := int64(0), int64(0)
-			ends.Each(func(o kadm.ListedOffset) {
-				sum += o.Offset
-				c, ok := committed.Lookup(o.Topic, o.Partition)
-				if !ok {
-					lag += o.Offset
-				} else {
-					lag += o.Offset - c.At
-				}
-			})
 			if lag == 0 && sum >= int64(n) {
 				return nil
 			}
