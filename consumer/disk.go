@@ -74,10 +74,7 @@ func (p *Processor) freeSpace() (uint64, error) {
 func (p *Processor) waitDisk(ctx context.Context) {
 	wctx, cancel := context.WithTimeout(ctx, diskRecheck)
 	defer cancel()
-	p.setWake(cancel)
-	if p.keysWaiting() {
-		cancel()
-	}
+	p.armWake(cancel)
 	<-wctx.Done()
 	p.setWake(nil)
 }

@@ -195,6 +195,16 @@ func (p *Processor) setWake(cancel context.CancelFunc) {
 	p.wakeMu.Unlock()
 }
 
+// armWake makes a key request end the idle wait cancel ends (setWake),
+// and ends it at once if one is queued already (before setWake, which
+// wake could not reach).
+func (p *Processor) armWake(cancel context.CancelFunc) {
+	p.setWake(cancel)
+	if p.keysWaiting() {
+		cancel()
+	}
+}
+
 // keysWaiting reports whether key requests wait for serveKeys.
 func (p *Processor) keysWaiting() bool { return len(p.keyReqs) > 0 || len(p.keyRetry) > 0 }
 

@@ -86,10 +86,7 @@ func (p *Processor) loop(ctx context.Context, c client) error {
 		}
 		pollCtx, cancel := context.WithDeadline(ctx, deadline)
 		if !p.txn.open {
-			p.setWake(cancel)
-			if p.keysWaiting() {
-				cancel() // queued before setWake: serve it now
-			}
+			p.armWake(cancel)
 		}
 		fetches := c.PollRecords(pollCtx, p.opts.MaxPollRecords)
 		p.setWake(nil)
