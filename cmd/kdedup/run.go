@@ -136,13 +136,14 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts ser
 		plan.Streams = append(plan.Streams, producer.StreamTopics{Input: s.Input, Output: s.Output, Repartition: s.RepartitionTopic})
 	}
 
-	mem := memoryPlan(cfg.State, os.Getenv("GOMEMLIMIT") != "")
+	mem := memoryPlan(cfg.State, os.Getenv("GOMEMLIMIT") != "", pebbleOffHeap)
 	if mem.goLimit > 0 {
 		debug.SetMemoryLimit(mem.goLimit)
 	}
 	log.Info().Int64("memory", int64(cfg.State.Memory)).Int64("go_memory_limit", debug.SetMemoryLimit(-1)).
 		Int64("index_memory", mem.index).Int("restore_buffer", mem.restoreBuffer).
-		Int64("pending_changes", mem.pendingChanges).Int32("fetch_bytes", mem.fetchBytes).Msg("memory budget")
+		Int64("pending_changes", mem.pendingChanges).Int32("fetch_bytes", mem.fetchBytes).
+		Bool("pebble_off_heap", pebbleOffHeap).Msg("memory budget")
 	if int64(cfg.State.CacheSize)+2*int64(cfg.State.MemtableSize) > int64(cfg.State.Memory)/2 {
 		log.Warn().Msg("state.cache_size and two memtables take more than half of state.memory: the key indexes and the Kafka clients may not fit in what is left")
 	}
@@ -332,11 +333,14 @@ const changeBytes = 250
 const indexReserve = 96 << 20
 
 // memoryPlan shares st.Memory out. Pebble's block cache and memtables
-// (their own settings) are allocated outside Go's heap; 90% of the rest
-// is Go's memory limit (the garbage collector works harder as the heap
-// nears it, rather than the process passing it; the other 10% are what
-// the runtime holds besides the heap), at least 64 MiB, unless GOMEMLIMIT
-// is set (envLimit), which then wins. Of that heap:
+// (their own settings) come first; 90% of the rest is the heap kdedup
+// itself may use (the garbage collector works harder as the heap nears
+// Go's limit, rather than the process passing it; the other 10% are what
+// the runtime holds besides the heap), at least 64 MiB. That heap is Go's
+// memory limit where Pebble allocates outside Go's heap (offHeap: a cgo
+// build); without cgo Pebble's cache and memtables are on Go's heap and
+// the limit is raised by their size. GOMEMLIMIT in the environment
+// (envLimit) wins over either. Of that heap:
 //   - the key indexes of all partitions take at most 3/8 of st.Memory and
 //     what the heap leaves after a 96 MiB reserve for the rest below (at
 //     least a quarter of the heap): at 1 GiB the reserve does not bind,
@@ -356,9 +360,10 @@ const indexReserve = 96 << 20
 // The rest holds the open transactions' batches, the producers' buffers
 // and Pebble's write batches. TestMemoryFlood checks the sum: 10 million
 // new keys as fast as they come stay within state.memory.
-func memoryPlan(st config.StateOptions, envLimit bool) memoryBudget {
+func memoryPlan(st config.StateOptions, envLimit, offHeap bool) memoryBudget {
 	m := int64(st.Memory)
-	heap := max((m-int64(st.CacheSize)-2*int64(st.MemtableSize))/10*9, 64<<20)
+	pebble := int64(st.CacheSize) + 2*int64(st.MemtableSize)
+	heap := max((m-pebble)/10*9, 64<<20)
 	b := memoryBudget{
 		index:          min(m/8*3, max(heap-indexReserve, heap/4)),
 		restoreBuffer:  int(min(max(m/16, 4<<20), 64<<20)),
@@ -367,6 +372,9 @@ func memoryPlan(st config.StateOptions, envLimit bool) memoryBudget {
 	}
 	if !envLimit {
 		b.goLimit = heap
+		if !offHeap {
+			b.goLimit += pebble
+		}
 	}
 	return b
 }
