@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"sigs.k8s.io/yaml"
 	"testing"
 )
 
@@ -202,6 +204,54 @@ func TestFetchFailed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := fetchFailed(tc.out); got != tc.want {
 				t.Errorf("fetchFailed(%q) = %v, want %v", tc.out, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestNotes renders NOTES.txt, which helm template leaves out (helm
+// install shows it, and cannot run here without a cluster): a copy of the
+// chart wraps it in a template of its own that helm template renders.
+func TestNotes(t *testing.T) {
+	notes, err := os.ReadFile(filepath.Join(chartDir, "templates", "NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart := filepath.Join(t.TempDir(), "kdedup")
+	if err := os.CopyFS(chart, os.DirFS(chartDir)); err != nil {
+		t.Fatal(err)
+	}
+	wrap := map[string]string{
+		"_notes.tpl": `{{- define "kdedup.test.notes" -}}` + string(notes) + `{{- end -}}`,
+		"notes.yaml": `notes: {{ include "kdedup.test.notes" . | toJson }}`,
+	}
+	for name, text := range wrap {
+		if err := os.WriteFile(filepath.Join(chart, "templates", name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, values := range valuesCases(t) {
+		name := "default"
+		args := []string{"template", releaseName, chart, "--namespace", namespace, "--show-only", "templates/notes.yaml"}
+		if values != "" {
+			name = filepath.Base(values)
+			args = append(args, "--values", values)
+		}
+		t.Run(name, func(t *testing.T) {
+			out, err := runHelm(t, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var doc struct {
+				Notes string `json:"notes"`
+			}
+			if err := yaml.Unmarshal(out, &doc); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			for _, want := range []string{"kubectl -n " + namespace + " get pods", releaseName + "-kdedup-0", "/readyz"} {
+				if !strings.Contains(doc.Notes, want) {
+					t.Errorf("the notes lack %q:\n%s", want, doc.Notes)
+				}
 			}
 		})
 	}
