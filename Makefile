@@ -14,7 +14,7 @@ KAFKA_CLUSTER_BROKERS = 127.0.0.1:$(KAFKA_CLUSTER_PORT),127.0.0.1:$(shell echo $
 # The tests that run on the three-node cluster in make test-kafka.
 KAFKA_CLUSTER_TESTS ?= ^(TestScaleOut|TestCrashRecovery|TestBrokerBounce)$$
 
-.PHONY: all build demo test lint fmt-check vet staticcheck bench bench-e2e plots fuzz clean kafka-up kafka-down test-kafka kafka-up3 kafka-down3 test-kafka-single test-kafka3 test-prometheus soak soak-kafka flood
+.PHONY: all build demo test test-helm lint fmt-check vet staticcheck bench bench-e2e plots fuzz clean kafka-up kafka-down test-kafka kafka-up3 kafka-down3 test-kafka-single test-kafka3 test-prometheus soak soak-kafka flood
 
 all: build
 
@@ -40,6 +40,21 @@ test: fmt-check vet
 		echo "make test: go test -race needs cgo and a C compiler (CGO_ENABLED=$$($(GO) env CGO_ENABLED), CC=$$($(GO) env CC)): install gcc, or set CC and CGO_ENABLED=1"; exit 1; fi
 	$(GO) test -race -count=1 ./admin ./cmd/kdedup ./consumer ./embedded ./producer
 	$(GO) test -race -count=1 -short ./state -events=10000
+	$(MAKE) --no-print-directory test-helm
+
+# The Helm chart deploy/helm/kdedup: helm lint and helm template with the
+# default values, with each values file of its ci/ folder and with each
+# deploy/helm/testdata/*.bad.yaml (which must fail with the message its
+# first line names); every rendered document decoded strictly into its
+# Kubernetes API type and the release checked (deploy/helm/doc.go). The
+# tests are a module of their own, so that k8s.io/api stays out of
+# kdedup's dependencies: go test ./... does not reach them, this does.
+# Helm (helmVersion in deploy/helm/helm_test.go) is built by go install
+# into .cache/helm-<version> on first use (about 80 s), then reused;
+# HELM=/path/to/helm uses another.
+HELM ?=
+test-helm:
+	cd deploy/helm && KDEDUP_HELM_CACHE=$(CURDIR)/.cache KDEDUP_HELM=$(HELM) $(GO) test -count=1 ./...
 
 # A real Apache Kafka broker (KRaft, one node) on 127.0.0.1:$(KAFKA_PORT),
 # fetched from Maven Central into .cache/kafka on first use. Needs java
@@ -125,9 +140,11 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+	cd deploy/helm && $(GO) vet ./...
 
 staticcheck:
 	$(GO) run $(STATICCHECK) ./...
+	cd deploy/helm && $(GO) run $(STATICCHECK) ./...
 
 lint: fmt-check vet staticcheck
 
