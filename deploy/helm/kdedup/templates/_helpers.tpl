@@ -222,7 +222,7 @@ so a bad value fails helm template and helm install alike.
 {{- /* The environment: Go's limit and kdedup's fields have one source each. */ -}}
 {{- range $v.extraEnv -}}
 {{- if eq .name "GOMEMLIMIT" -}}
-{{- fail "extraEnv must not set GOMEMLIMIT: kdedup derives Go's memory limit from state.memory (memory.stateMiB), less Pebble's cache and memtables; set memory.stateMiB instead" -}}
+{{- fail "extraEnv must not set GOMEMLIMIT: kdedup derives Go's memory limit from state.memory (memory.stateMiB); set memory.stateMiB instead" -}}
 {{- end -}}
 {{- if hasPrefix "KDEDUP_" .name -}}
 {{- fail (printf "extraEnv must not set %s: set kdedup's fields under config (or the chart's values for the fields it owns), where the chart checks them" .name) -}}
