@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 
 	"sigs.k8s.io/yaml"
-	"testing"
 )
 
 // The helm the tests run: the module and version go install builds.
