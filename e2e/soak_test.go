@@ -3,12 +3,14 @@ package e2e_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -615,7 +617,10 @@ func (s *soak) faultKinds() []soakFault {
 		)
 	}
 	if s.bouncer != nil {
-		fs = append(fs, soakFault{"broker-bounce", 12, (*soak).faultBrokerBounce, false})
+		fs = append(fs,
+			soakFault{"broker-bounce", 12, (*soak).faultBrokerBounce, false},
+			soakFault{"leader-move", 9, (*soak).faultRealLeaderMove, false},
+		)
 	}
 	return fs
 }
@@ -989,6 +994,68 @@ func (s *soak) faultLeaderMove() string {
 		return ""
 	}
 	return fmt.Sprintf("leader of %s/%d from node %d to %d", topic, p, from, to)
+}
+
+// faultRealLeaderMove moves the leader of a partition of a real cluster
+// to another in-sync replica: the partition's replicas are reordered so
+// that one not leading comes first (a reassignment that moves no data),
+// then a preferred-leader election makes it the leader. Any topic of the
+// run, the inputs too: a real broker's leader change keeps the log
+// (kfake's does not, hence faultLeaderMove's outputs and audit only).
+// Not while a broker bounces: every replica must be in sync.
+func (s *soak) faultRealLeaderMove() string {
+	if s.bouncing.Load() {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	topic := pick(s.rng, append(s.e.tp.Inputs(), s.kdedupTopics()...))
+	md, err := s.adm.Metadata(ctx, topic)
+	if err != nil {
+		return ""
+	}
+	td, ok := md.Topics[topic]
+	if !ok || td.Err != nil || len(td.Partitions) == 0 {
+		return ""
+	}
+	pd := pick(s.rng, td.Partitions.Sorted())
+	if pd.Err != nil || len(pd.Replicas) < 2 || len(pd.ISR) < len(pd.Replicas) {
+		return ""
+	}
+	replicas := slices.Clone(pd.Replicas)
+	i := slices.IndexFunc(replicas, func(n int32) bool { return n != pd.Leader })
+	if i < 0 {
+		return ""
+	}
+	replicas[0], replicas[i] = replicas[i], replicas[0]
+	var req kadm.AlterPartitionAssignmentsReq
+	req.Assign(topic, pd.Partition, replicas)
+	ar, err := s.adm.AlterPartitionAssignments(ctx, req)
+	if err == nil {
+		err = ar.Error()
+	}
+	if err != nil {
+		s.note("leader-move: reordering the replicas of %s/%d: %v", topic, pd.Partition, err)
+		return ""
+	}
+	var set kadm.TopicsSet
+	set.Add(topic, pd.Partition)
+	er, err := s.adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, set)
+	if err == nil {
+		if r, ok := er[topic][pd.Partition]; ok {
+			err = r.Err
+		}
+	}
+	how := ""
+	if errors.Is(err, kerr.ElectionNotNeeded) {
+		// The controller made the new first replica the leader with the
+		// reassignment already.
+		how, err = " (with the reassignment)", nil
+	}
+	if err != nil {
+		return fmt.Sprintf("replicas of %s/%d reordered to %v, the election failed: %v", topic, pd.Partition, replicas, err)
+	}
+	return fmt.Sprintf("leader of %s/%d from node %d to %d%s", topic, pd.Partition, pd.Leader, replicas[0], how)
 }
 
 // faultSlowBroker delays every Fetch or Produce one broker gets by 20 to
