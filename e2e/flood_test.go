@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -48,12 +50,35 @@ func eventsIn(t *testing.T, admin string) int64 {
 	return int64(n)
 }
 
+// saveHeapProfile writes the instance's heap profile (/debug/pprof/heap on
+// its loopback admin address) to path.
+func saveHeapProfile(t *testing.T, admin, path string) {
+	resp, err := http.Get("http://" + admin + "/debug/pprof/heap")
+	if err != nil {
+		t.Logf("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s", resp.Status)
+	}
+	if err == nil {
+		err = os.WriteFile(path, b, 0o644)
+	}
+	if err != nil {
+		t.Logf("heap profile: %v", err)
+	}
+}
+
 // TestMemoryFlood sends KDEDUP_FLOOD_KEYS distinct keys (default 300,000;
 // make flood: 10 million), all within one ttl, as fast as the producer
 // can, to a kdedup whose state.memory is KDEDUP_FLOOD_MEMORY (default
 // 512MiB), and requires its peak RSS (VmHWM) to stay within that budget
 // while it decides them all. At 256MiB the budget is not kept under such
 // a flood (docs/operations.md, "Sizing memory").
+// KDEDUP_FLOOD_HEAP_PROFILE=FILE keeps the heap profile taken at the
+// highest RSS seen.
 func TestMemoryFlood(t *testing.T) {
 	keys := 300_000
 	if s := os.Getenv("KDEDUP_FLOOD_KEYS"); s != "" {
@@ -105,9 +130,15 @@ func TestMemoryFlood(t *testing.T) {
 
 	var peakRSS int64
 	deadline := time.Now().Add(30 * time.Minute)
+	profile := os.Getenv("KDEDUP_FLOOD_HEAP_PROFILE")
 	for {
 		if rss := procStatus(pid, "VmRSS"); rss > peakRSS {
 			peakRSS = rss
+			if profile != "" {
+				// Where the memory is at the highest RSS seen so far
+				// (go tool pprof -sample_index=inuse_space FILE).
+				saveHeapProfile(t, admin, profile)
+			}
 		}
 		if n := eventsIn(t, admin); n >= int64(keys) {
 			break
