@@ -123,6 +123,15 @@ func template(t *testing.T, values ...string) ([]byte, error) {
 	return runHelm(t, args...)
 }
 
+// withValues returns the name of a values case (its file's name, or
+// "default") and helm's args with that file added, if any.
+func withValues(values string, args ...string) (string, []string) {
+	if values == "" {
+		return "default", args
+	}
+	return filepath.Base(values), append(args, "--values", values)
+}
+
 // valuesCases are the values files the chart is linted and rendered with:
 // none (the defaults), then every file of kdedup/ci.
 func valuesCases(t *testing.T) []string {
@@ -139,12 +148,7 @@ func valuesCases(t *testing.T) []string {
 
 func TestLint(t *testing.T) {
 	for _, values := range valuesCases(t) {
-		name := "default"
-		args := []string{"lint", "--strict", chartDir, "--namespace", namespace}
-		if values != "" {
-			name = filepath.Base(values)
-			args = append(args, "--values", values)
-		}
+		name, args := withValues(values, "lint", "--strict", chartDir, "--namespace", namespace)
 		t.Run(name, func(t *testing.T) {
 			out, err := runHelm(t, args...)
 			if err != nil {
@@ -231,12 +235,7 @@ func TestNotes(t *testing.T) {
 		}
 	}
 	for _, values := range valuesCases(t) {
-		name := "default"
-		args := []string{"template", releaseName, chart, "--namespace", namespace, "--show-only", "templates/notes.yaml"}
-		if values != "" {
-			name = filepath.Base(values)
-			args = append(args, "--values", values)
-		}
+		name, args := withValues(values, "template", releaseName, chart, "--namespace", namespace, "--show-only", "templates/notes.yaml")
 		t.Run(name, func(t *testing.T) {
 			out, err := runHelm(t, args...)
 			if err != nil {
