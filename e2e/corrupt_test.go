@@ -4,11 +4,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kdedup/kdedup/internal/damage"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -24,100 +24,44 @@ const corruptState = `state:
 // first.
 func tables(t *testing.T, stateDir string) []string {
 	t.Helper()
-	ts, err := filepath.Glob(filepath.Join(stateDir, "state", "*.sst"))
+	ts, err := damage.Tables(filepath.Join(stateDir, "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	size := func(p string) int64 {
-		st, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st.Size()
-	}
-	slices.SortFunc(ts, func(a, b string) int { return int(size(b) - size(a)) })
 	return ts
 }
 
-// damage damages the Pebble store in stateDir the way kind names, and
+// damageStore damages the Pebble store in stateDir the way kind names, and
 // returns what it damaged.
-func damage(t *testing.T, stateDir, kind string) string {
+func damageStore(t *testing.T, stateDir, kind string) string {
 	t.Helper()
 	dir := filepath.Join(stateDir, "state")
-	glob := func(pattern string) []string {
-		ms, err := filepath.Glob(filepath.Join(dir, pattern))
-		if err != nil || len(ms) == 0 {
-			t.Fatalf("no %s in %s (%v)", pattern, dir, err)
-		}
-		return ms
-	}
+	var what []string
+	var err error
 	switch kind {
-	case "flipped":
-		// Bytes flipped in the middle of the largest sstable: inside a
-		// data block, whose checksum no longer matches.
+	case "flipped", "truncated":
 		ts := tables(t, stateDir)
 		if len(ts) == 0 {
 			t.Fatalf("no sstable in %s", dir)
 		}
-		f, err := os.OpenFile(ts[0], os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
+		what = ts[:1]
+		if kind == "flipped" {
+			err = damage.FlipBytes(ts[0], 64)
+		} else {
+			err = damage.Truncate(ts[0])
 		}
-		st, _ := f.Stat()
-		b := make([]byte, 64)
-		at := st.Size() / 3
-		if _, err := f.ReadAt(b, at); err != nil {
-			t.Fatal(err)
-		}
-		for i := range b {
-			b[i] ^= 0x5a
-		}
-		if _, err := f.WriteAt(b, at); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-		return ts[0]
-	case "truncated":
-		ts := tables(t, stateDir)
-		if len(ts) == 0 {
-			t.Fatalf("no sstable in %s", dir)
-		}
-		st, err := os.Stat(ts[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(ts[0], st.Size()/2); err != nil {
-			t.Fatal(err)
-		}
-		return ts[0]
 	case "no-manifest":
-		ms := glob("MANIFEST-*")
-		for _, m := range ms {
-			if err := os.Remove(m); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return strings.Join(ms, " ")
+		what, err = damage.RemoveManifests(dir)
 	case "no-current":
 		// Pebble's CURRENT: the marker naming the live manifest.
-		ms := glob("marker.manifest.*")
-		if cur := filepath.Join(dir, "CURRENT"); fileExists(cur) {
-			ms = append(ms, cur)
-		}
-		for _, m := range ms {
-			if err := os.Remove(m); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return strings.Join(ms, " ")
+		what, err = damage.RemoveManifestMarker(dir)
+	default:
+		t.Fatalf("unknown damage %q", kind)
 	}
-	t.Fatalf("unknown damage %q", kind)
-	return ""
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(what, " ")
 }
 
 // quarantined returns the state directories kdedup moved aside in
@@ -152,7 +96,7 @@ func TestCorruptState(t *testing.T) {
 			e.waitCaughtUp(t, first)
 			in.stop(t)
 
-			what := damage(t, stateDir, kind)
+			what := damageStore(t, stateDir, kind)
 			t.Logf("damaged (%s): %s", kind, what)
 
 			in = start(t, cfg)
@@ -163,11 +107,7 @@ func TestCorruptState(t *testing.T) {
 				t.Fatalf("after the damage (%s): %v\nkdedup log:\n%s", kind, rep, in.logs)
 			}
 			// Still up: the store was rebuilt, not the process ended.
-			select {
-			case err := <-in.done:
-				t.Fatalf("kdedup exited (%v)\n%s", err, in.logs)
-			default:
-			}
+			in.running(t, "after the damage")
 			in.stop(t)
 			if q := quarantined(t, stateDir); len(q) != 1 {
 				t.Fatalf("quarantined state directories %v, want one\n%s", q, in.logs)
@@ -225,11 +165,7 @@ func TestCorruptStateWhileRunning(t *testing.T) {
 	if !rep.OK() {
 		t.Fatalf("%v\nkdedup log:\n%s", rep, in.logs)
 	}
-	select {
-	case err := <-in.done:
-		t.Fatalf("kdedup exited (%v)\n%s", err, in.logs)
-	default:
-	}
+	in.running(t, "after the damage")
 	in.stop(t)
 	if q := quarantined(t, stateDir); len(q) != 1 {
 		t.Fatalf("quarantined state directories %v, want one\n%s", q, in.logs)

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/kdedup/kdedup/internal/damage"
 )
 
 // fillDisk commits n keys to each of parts partitions of a store in dir
@@ -56,45 +56,14 @@ func diskOptions() Options {
 // largestTable returns the largest sstable in dir.
 func largestTable(t testing.TB, dir string) string {
 	t.Helper()
-	ts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	ts, err := damage.Tables(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(ts) == 0 {
 		t.Fatalf("no sstable in %s", dir)
 	}
-	size := func(p string) int64 {
-		st, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st.Size()
-	}
-	slices.SortFunc(ts, func(a, b string) int { return int(size(b) - size(a)) })
 	return ts[0]
-}
-
-// flipBytes flips n bytes of path at a third of its length: inside a data
-// block.
-func flipBytes(t testing.TB, path string, n int) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, n)
-	at := st.Size() / 3
-	if _, err := f.ReadAt(b, at); err != nil {
-		t.Fatal(err)
-	}
-	for i := range b {
-		b[i] ^= 0xff
-	}
-	if _, err := f.WriteAt(b, at); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // checkNoWrongAnswer reads every key fillDisk stored from every partition
@@ -140,31 +109,26 @@ func TestOpenRefusesDamage(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "state")
 			fillDisk(t, dir, diskOptions(), parts, n)
 			var named string
+			var err error
 			switch kind {
 			case "flipped":
 				named = largestTable(t, dir)
-				flipBytes(t, named, 16)
+				err = damage.FlipBytes(named, 16)
 			case "truncated":
 				named = largestTable(t, dir)
-				st, _ := os.Stat(named)
-				if err := os.Truncate(named, st.Size()/2); err != nil {
-					t.Fatal(err)
-				}
+				err = damage.Truncate(named)
 			case "no-manifest":
-				ms, _ := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
-				for _, m := range ms {
-					os.Remove(m)
-				}
+				_, err = damage.RemoveManifests(dir)
 				named = "MANIFEST-"
 			case "no-marker":
-				ms, _ := filepath.Glob(filepath.Join(dir, "marker.manifest.*"))
-				for _, m := range ms {
-					os.Remove(m)
-				}
+				_, err = damage.RemoveManifestMarker(dir)
 				named = "no marker naming its manifest"
 			}
+			if err != nil {
+				t.Fatal(err)
+			}
 			named = filepath.Base(named)
-			err := checkNoWrongAnswer(t, dir, parts, n)
+			err = checkNoWrongAnswer(t, dir, parts, n)
 			if !errors.Is(err, ErrStoreCorrupt) || !strings.Contains(err.Error(), named) {
 				t.Fatalf("Open of a store %s: %v, want ErrStoreCorrupt naming %s", kind, err, named)
 			}
