@@ -366,6 +366,18 @@ func start0(t testing.TB, cfg string, env ...string) *instance {
 	return in
 }
 
+// running fails t if the process has exited; when says at which point
+// of the test (a process that exits by itself is a failure in every test
+// but the ones that kill it).
+func (in *instance) running(t testing.TB, when string) {
+	t.Helper()
+	select {
+	case err := <-in.done:
+		t.Fatalf("kdedup exited %s: %v\n%s", when, err, in.logs)
+	default:
+	}
+}
+
 // stop sends SIGTERM and requires exit 0 within 30s.
 func (in *instance) stop(t testing.TB) {
 	t.Helper()
@@ -748,11 +760,10 @@ func (e *env) groupLag(ctx context.Context, adm *kadm.Client) (lag, ends int64, 
 	}
 	end.Each(func(o kadm.ListedOffset) {
 		ends += o.Offset
-		c, ok := committed.Lookup(o.Topic, o.Partition)
-		if !ok {
-			lag += o.Offset
-		} else {
+		if c, ok := committed.Lookup(o.Topic, o.Partition); ok && c.At >= 0 {
 			lag += o.Offset - c.At
+		} else {
+			lag += o.Offset
 		}
 	})
 	return lag, ends, nil

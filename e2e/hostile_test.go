@@ -764,11 +764,7 @@ func TestRandomRecords(t *testing.T) {
 		}
 	}
 	rep := e.verify(t, n)
-	select {
-	case err := <-in.done:
-		t.Fatalf("seed %d: kdedup exited: %v\n%s", seed, err, in.logs)
-	default:
-	}
+	in.running(t, fmt.Sprintf("(seed %d)", seed))
 	if !rep.OK() {
 		t.Fatalf("seed %d: %v\nkdedup's goroutines and log: %s", seed, rep, in.dump())
 	}

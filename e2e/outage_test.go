@@ -280,11 +280,7 @@ func TestLongOutage(t *testing.T) {
 	p.wait(t)
 	rep := e.verify(t, n)
 	caughtUp := time.Since(restored)
-	select {
-	case err := <-in.done:
-		t.Fatalf("kdedup exited after the outage: %v\n%s", err, in.logs)
-	default:
-	}
+	in.running(t, "after the outage")
 	if !rep.OK() {
 		t.Fatalf("seed %d: %v\nkdedup's goroutines and log: %s", seed, rep, in.dump())
 	}
