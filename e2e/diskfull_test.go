@@ -147,14 +147,25 @@ state:
 // metrics returns the instance's /metrics text.
 func metrics(t *testing.T, admin string) string {
 	t.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	b, err := adminGet(admin, "/metrics", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// adminGet returns the body of path on the instance's admin address, an
+// error unless it answers 200 within timeout (0: no limit).
+func adminGet(admin, path string, timeout time.Duration) ([]byte, error) {
+	c := http.Client{Timeout: timeout}
+	resp, err := c.Get("http://" + admin + path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return b, err
 }

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -53,16 +51,7 @@ func eventsIn(t *testing.T, admin string) int64 {
 // saveHeapProfile writes the instance's heap profile (/debug/pprof/heap on
 // its loopback admin address) to path.
 func saveHeapProfile(t *testing.T, admin, path string) {
-	resp, err := http.Get("http://" + admin + "/debug/pprof/heap")
-	if err != nil {
-		t.Logf("heap profile: %v", err)
-		return
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("%s", resp.Status)
-	}
+	b, err := adminGet(admin, "/debug/pprof/heap", 0)
 	if err == nil {
 		err = os.WriteFile(path, b, 0o644)
 	}

@@ -1,13 +1,11 @@
 package e2e_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -222,44 +220,25 @@ func (si *soakInst) signal(sig syscall.Signal) {
 // procStats returns a process's resident set (VmRSS, KiB) and its number
 // of open file descriptors.
 func procStats(pid int) (rssKiB int64, fds int, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	found := false
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			fs := strings.Fields(rest)
-			if len(fs) > 0 {
-				rssKiB, err = strconv.ParseInt(fs[0], 10, 64)
-				found = err == nil
-			}
-		}
-	}
-	if !found {
+	rss := procStatus(pid, "VmRSS")
+	if rss == 0 {
 		return 0, 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 	}
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		return 0, 0, err
 	}
-	return rssKiB, len(ents), nil
+	return rss >> 10, len(ents), nil
 }
 
 // goroutines reads go_goroutines from a kdedup's /metrics.
 func goroutines(addr string) (int, error) {
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + addr + "/metrics")
+	b, err := adminGet(addr, "/metrics", 5*time.Second)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "go_goroutines "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
 			return int(f), err
 		}
@@ -1190,27 +1169,8 @@ func (s *soak) sample(p *production) {
 func (s *soak) lag(timeout time.Duration) (committed, ends int64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	le, err := s.adm.ListEndOffsets(ctx, s.e.tp.Inputs()...)
-	if err == nil {
-		err = le.Error()
-	}
-	var co kadm.OffsetResponses
-	if err == nil {
-		co, err = s.adm.FetchOffsets(ctx, s.e.tp.Group)
-	}
-	if err == nil {
-		err = co.Error()
-	}
-	if err != nil {
-		return 0, 0, err
-	}
-	le.Each(func(o kadm.ListedOffset) {
-		ends += o.Offset
-		if c, ok := co.Lookup(o.Topic, o.Partition); ok && c.At > 0 {
-			committed += c.At
-		}
-	})
-	return committed, ends, nil
+	lag, ends, err := s.e.groupLag(ctx, s.adm)
+	return ends - lag, ends, err
 }
 
 // progress samples the group's committed offsets and keeps the longest
