@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,7 +110,16 @@ func TestAuditCommands(t *testing.T) {
 			}
 			recs = append(recs, m)
 		}
-		// Partition 0 (push) first: duplicate, conflict, binary.
+		// Partition by partition in offset order; partitions interleave in
+		// no particular order (docs/audit.md), so the checks below look at
+		// the records sorted by partition: 0 (push: duplicate, conflict,
+		// binary), then 1.
+		inOffsetOrder(t, len(recs), func(i int) (int, int) {
+			return int(recs[i]["partition"].(float64)), int(recs[i]["offset"].(float64))
+		})
+		slices.SortStableFunc(recs, func(a, b map[string]any) int {
+			return cmp.Compare(a["partition"].(float64), b["partition"].(float64))
+		})
 		r := recs[0]
 		hs, _ := r["headers"].(map[string]any)
 		if r["topic"] != "dedup.audit" || r["partition"] != 0.0 || r["offset"] != 0.0 || r["key"] != "order-7" ||
@@ -149,6 +161,22 @@ func TestAuditCommands(t *testing.T) {
 			} else if !strings.HasPrefix(lines[0], "TIME ") || len(lines) != len(tc.keys)+1 {
 				t.Fatalf("output:\n%s", out)
 			}
+			// By partition, as in the json check: the second column is
+			// partition/offset.
+			rows := lines[1:]
+			at := func(row string) (int, int) {
+				var part, off int
+				if f := strings.Fields(row); len(f) > 1 {
+					fmt.Sscanf(f[1], "%d/%d", &part, &off)
+				}
+				return part, off
+			}
+			inOffsetOrder(t, len(rows), func(i int) (int, int) { return at(rows[i]) })
+			slices.SortStableFunc(rows, func(a, b string) int { // rows is lines[1:]: sorts lines
+				pa, _ := at(a)
+				pb, _ := at(b)
+				return cmp.Compare(pa, pb)
+			})
 			for i, k := range tc.keys {
 				if f := strings.Fields(lines[i+1]); len(f) < 5 || f[4] != k {
 					t.Errorf("line %d: %q, want key %s", i+1, lines[i+1], k)
@@ -236,5 +264,19 @@ func TestAuditCommands(t *testing.T) {
 	}
 	if len(groups) != 0 {
 		t.Fatalf("the audit commands created groups %v", groups.Groups())
+	}
+}
+
+// inOffsetOrder fails t unless the n records shown (partition and offset
+// of each, by at) come partition by partition in offset order.
+func inOffsetOrder(t *testing.T, n int, at func(int) (partition, offset int)) {
+	t.Helper()
+	last := map[int]int{}
+	for i := range n {
+		p, o := at(i)
+		if prev, ok := last[p]; ok && o <= prev {
+			t.Errorf("record %d: partition %d offset %d shown after offset %d", i, p, o, prev)
+		}
+		last[p] = o
 	}
 }
